@@ -1,0 +1,26 @@
+"""securepair: a sans-IO TLS engine.
+
+A :class:`SecurePair` sits between two duplex byte buffers: the *encrypted*
+side (bytes to and from the network) and the *cleartext* side (bytes to and
+from the application).  It performs no I/O, so any transport can drive it.
+"""
+
+from __future__ import annotations
+
+from . import events
+from ._version import __version__
+from .config import TLSConfig
+from .errors import *  # noqa: F403
+from .errors import __all__ as _errors_all
+from .events import NEED_DATA
+from .pair import PairState, SecurePair
+
+__all__ = [
+    "__version__",
+    "SecurePair",
+    "TLSConfig",
+    "PairState",
+    "NEED_DATA",
+    "events",
+    *_errors_all,
+]

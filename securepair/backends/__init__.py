@@ -1,0 +1,1 @@
+"""TLS libraries behind a :class:`~securepair.SecurePair`, one module each."""

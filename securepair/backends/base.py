@@ -1,0 +1,115 @@
+"""What the engine needs from a TLS library: one connection over two buffers.
+
+A backend turns the TLS library's calls and exceptions into a small set of
+return values and this package's typed errors, so the engine above never sees
+``ssl.SSLWantReadError`` or an ``OpenSSL.SSL.Error``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+#: :meth:`TLSConnection.read_into` result: the peer's close_notify arrived.
+CLOSED = -1
+#: :meth:`TLSConnection.read_into` result: a complete record is not there yet.
+WANT_READ = 0
+#: :meth:`TLSConnection.read_into` result: the network side ended (after
+#: :meth:`TLSConnection.feed_eof`) without a close_notify.
+EOF = -2
+
+
+class TLSConnection(abc.ABC):
+    """One TLS connection whose network side is a pair of memory buffers."""
+
+    #: The backend's name (``"stdlib"``, ``"pyopenssl"``).
+    name: str
+
+    # -- the network side -------------------------------------------------
+
+    @abc.abstractmethod
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes received from the network."""
+
+    @abc.abstractmethod
+    def feed_eof(self) -> None:
+        """The network side ended."""
+
+    @abc.abstractmethod
+    def incoming_pending(self) -> int:
+        """Received bytes not yet consumed by TLS."""
+
+    @abc.abstractmethod
+    def take_incoming(self) -> bytes:
+        """Remove and return the received bytes TLS has not consumed."""
+
+    @abc.abstractmethod
+    def outgoing_pending(self) -> int:
+        """Bytes waiting to be sent to the network."""
+
+    @abc.abstractmethod
+    def read_outgoing(self, n: int = -1) -> bytes:
+        """Remove and return up to ``n`` bytes to send (all if ``n < 0``)."""
+
+    # -- TLS operations ---------------------------------------------------
+
+    @abc.abstractmethod
+    def do_handshake(self) -> bool:
+        """Advance the handshake: True once complete, False if it needs input."""
+
+    @abc.abstractmethod
+    def read_into(self, view: memoryview) -> int:
+        """Decrypt into ``view``: the byte count, :data:`WANT_READ`,
+        :data:`CLOSED` or :data:`EOF`."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt all of ``data`` (never empty) into the outgoing buffer."""
+
+    @abc.abstractmethod
+    def send_close_notify(self) -> None:
+        """Queue our close_notify; leaves any received bytes unread."""
+
+    # -- details after the handshake ----------------------------------------
+
+    @abc.abstractmethod
+    def version(self) -> str:
+        """``"TLSv1.2"`` or ``"TLSv1.3"``."""
+
+    @abc.abstractmethod
+    def cipher(self) -> tuple[str, str, int]:
+        """(name, protocol, secret bits)."""
+
+    @abc.abstractmethod
+    def alpn_protocol(self) -> str | None:
+        """The negotiated ALPN protocol."""
+
+    @abc.abstractmethod
+    def server_name(self) -> str | None:
+        """The SNI name sent (client) or received (server)."""
+
+    @abc.abstractmethod
+    def peer_certificate_der(self) -> bytes | None:
+        """The peer's leaf certificate, DER."""
+
+    @abc.abstractmethod
+    def peer_chain_der(self) -> list[bytes] | None:
+        """The chain the peer sent, leaf first, or None if the backend cannot
+        tell."""
+
+    @abc.abstractmethod
+    def verification(self) -> tuple[bool, str | None]:
+        """(authorized, Node error code) for the peer's certificate."""
+
+    @abc.abstractmethod
+    def session(self) -> Any:
+        """The current session object, for resumption."""
+
+    @abc.abstractmethod
+    def session_reused(self) -> bool:
+        """True if the handshake resumed a session."""
+
+    @abc.abstractmethod
+    def new_session(self) -> Any:
+        """A resumable session the client has not been told about yet, or
+        None.  Cheap enough to call after every batch of input."""

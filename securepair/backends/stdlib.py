@@ -1,0 +1,245 @@
+"""The stdlib backend: ``ssl.SSLObject`` between two ``ssl.MemoryBIO``.
+
+The four operations and what they raise:
+
+* ``do_handshake()`` -- ``SSLWantReadError`` while it needs the peer's bytes.
+* ``read(n, buffer)`` -- at most one record's worth; ``SSLWantReadError``
+  when no complete record is buffered; 0 or ``SSLZeroReturnError`` once the
+  peer's close_notify is read; ``SSLEOFError`` after ``write_eof()`` on the
+  incoming BIO without a close_notify (a ragged EOF).
+* ``write(data)`` -- into a memory BIO it never blocks and encrypts all of
+  ``data``.  ``write(b"")`` is never called: to OpenSSL it is meaningless and
+  some versions report it as EOF.
+* ``unwrap()`` -- sends close_notify, then immediately calls ``SSL_shutdown``
+  a second time to look for the peer's.  That second call *reads records*,
+  and an application-data record in the incoming BIO makes it fail with
+  ``APPLICATION_DATA_AFTER_CLOSE_NOTIFY``.  So :meth:`send_close_notify`
+  takes the unread bytes out of the BIO, calls ``unwrap()``, and puts them
+  back; they are then read as data, as TLS 1.3 half-close intends.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from ..alerts import plaintext_alert, received_alert, sent_alert_for_reason
+from ..errors import (
+    CertificateVerificationError,
+    TLSAlertReceivedError,
+    TLSError,
+)
+from ..verify_codes import VERIFICATION_DISABLED, VERIFY_ALERTS, node_code
+from .base import CLOSED, EOF, WANT_READ, TLSConnection
+
+_WantRead = ssl.SSLWantReadError
+_ZeroReturn = ssl.SSLZeroReturnError
+
+
+class StdlibConnection(TLSConnection):
+    """A TLS connection driven through ``ssl.SSLObject``."""
+
+    name = "stdlib"
+
+    __slots__ = (
+        "_in",
+        "_out",
+        "_obj",
+        "_read",
+        "_stash",
+        "_server_side",
+        "_reported_session",
+    )
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None,
+        session: Any = None,
+    ) -> None:
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._server_side = server_side
+        self._obj = context.wrap_bio(
+            self._in,
+            self._out,
+            server_side=server_side,
+            server_hostname=None if server_side else server_hostname,
+            session=session,
+        )
+        self._read = self._obj.read
+        # Outgoing bytes taken out of the BIO to look for an alert after an
+        # error; sent before anything newer.
+        self._stash = b""
+        self._reported_session: Any = None
+
+    # -- the network side -------------------------------------------------
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._in.write(data)
+
+    def feed_eof(self) -> None:
+        self._in.write_eof()
+
+    def incoming_pending(self) -> int:
+        return self._in.pending
+
+    def take_incoming(self) -> bytes:
+        return self._in.read()
+
+    def outgoing_pending(self) -> int:
+        return len(self._stash) + self._out.pending
+
+    def read_outgoing(self, n: int = -1) -> bytes:
+        if self._stash:
+            data = self._stash + self._out.read()
+            if 0 <= n < len(data):
+                self._stash = data[n:]
+                return data[:n]
+            self._stash = b""
+            return data
+        return self._out.read(n) if n >= 0 else self._out.read()
+
+    # -- TLS operations ---------------------------------------------------
+
+    def do_handshake(self) -> bool:
+        try:
+            self._obj.do_handshake()
+        except _WantRead:
+            return False
+        except ssl.SSLError as exc:
+            raise self._translate(exc) from exc
+        return True
+
+    def read_into(self, view: memoryview) -> int:
+        try:
+            count = self._read(len(view), view)
+        except _WantRead:
+            return WANT_READ
+        except _ZeroReturn:
+            return CLOSED
+        except ssl.SSLEOFError:
+            return EOF
+        except ssl.SSLError as exc:
+            raise self._translate(exc) from exc
+        return count if count else CLOSED
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self._obj.write(data)
+        except ssl.SSLError as exc:
+            raise self._translate(exc) from exc
+
+    def send_close_notify(self) -> None:
+        unread = self._in.read()
+        try:
+            self._obj.unwrap()
+        except (_WantRead, _ZeroReturn):
+            pass
+        except ssl.SSLError as exc:
+            raise self._translate(exc) from exc
+        finally:
+            if unread:
+                self._in.write(unread)
+
+    # -- errors -----------------------------------------------------------
+
+    def _translate(self, exc: ssl.SSLError) -> TLSError:
+        """Our typed error for an ``ssl.SSLError``; the alert we sent, if
+        any, is left for the engine to flush first."""
+        reason = exc.reason
+        library = exc.library
+        peer_alert = received_alert(reason)
+        if peer_alert is not None:
+            return TLSAlertReceivedError(
+                f"peer sent a fatal {peer_alert} alert ({exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else reason})",
+                library=library,
+                reason=reason,
+                alert=peer_alert,
+                alert_sent=False,
+            )
+        # Look at what we are about to send: before encryption starts, the
+        # alert is readable in the clear.
+        self._stash += self._out.read()
+        found = plaintext_alert(self._stash)
+        alert = found[0] if found else None
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            verify_code = exc.verify_code
+            code = node_code(verify_code)
+            return CertificateVerificationError(
+                f"certificate verify failed: {exc.verify_message} ({code})",
+                code=code,
+                verify_code=verify_code,
+                library=library,
+                reason=reason,
+                alert=alert or VERIFY_ALERTS.get(verify_code),
+                alert_sent=True,
+            )
+        alert = alert or sent_alert_for_reason(reason)
+        detail = f"{library}: {reason}" if library else str(reason or exc)
+        message = f"TLS failed: {detail}"
+        if alert:
+            message += f" (sent {alert} alert)"
+        return TLSError(message, library=library, reason=reason, alert=alert, alert_sent=bool(alert))
+
+    # -- details ----------------------------------------------------------
+
+    def version(self) -> str:
+        return self._obj.version() or ""
+
+    def cipher(self) -> tuple[str, str, int]:
+        found = self._obj.cipher()
+        if found is None:
+            return ("", "", 0)
+        return found
+
+    def alpn_protocol(self) -> str | None:
+        return self._obj.selected_alpn_protocol()
+
+    def server_name(self) -> str | None:
+        if self._server_side:
+            return getattr(self._obj, "_securepair_server_name", None)
+        return self._obj.server_hostname
+
+    def peer_certificate_der(self) -> bytes | None:
+        return self._obj.getpeercert(binary_form=True)
+
+    def peer_chain_der(self) -> list[bytes] | None:
+        # ssl.SSLObject.get_unverified_chain() exists from Python 3.13.
+        getter = getattr(self._obj, "get_unverified_chain", None)
+        if getter is None:
+            return None
+        chain = getter()
+        return [c if isinstance(c, bytes) else c.public_bytes(ssl.Encoding.DER) for c in chain]  # type: ignore[attr-defined]
+
+    def verification(self) -> tuple[bool, str | None]:
+        mode = self._obj.context.verify_mode
+        has_cert = self._obj.getpeercert(binary_form=True) is not None
+        if mode == ssl.CERT_NONE:
+            # A server that did not ask has nothing to report; a client that
+            # turned verification off has, and says so.
+            return False, None if self._server_side else VERIFICATION_DISABLED
+        # With CERT_REQUIRED / CERT_OPTIONAL the stdlib fails the handshake on
+        # a bad certificate, so one that is here verified.
+        if has_cert:
+            return True, None
+        return False, "NO_PEER_CERTIFICATE"
+
+    def session(self) -> Any:
+        return self._obj.session
+
+    def session_reused(self) -> bool:
+        return self._obj.session_reused
+
+    def new_session(self) -> Any:
+        found = self._obj.session
+        if found is None or not (found.has_ticket or found.id):
+            return None
+        if self._reported_session is not None and found == self._reported_session:
+            return None
+        if found.has_ticket is False and self._obj.version() == "TLSv1.3":
+            return None
+        self._reported_session = found
+        return found

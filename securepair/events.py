@@ -1,0 +1,149 @@
+"""The events a :class:`~securepair.SecurePair` reports, in the order they happen.
+
+Events are frozen, keyword-only dataclasses.  They tell the application what
+changed; the bytes themselves are read from ``pair.cleartext`` and
+``pair.encrypted``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from .certinfo import PeerCertificate, node_certificate
+
+__all__ = [
+    "Event",
+    "HandshakeComplete",
+    "CleartextAvailable",
+    "SessionTicket",
+    "CloseNotifyReceived",
+    "RaggedEOF",
+    "AlertReceived",
+    "AlertSent",
+    "Unwrapped",
+    "NEED_DATA",
+    "NeedData",
+]
+
+
+class Event:
+    """Base class of every event."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandshakeComplete(Event):
+    """The handshake finished: Node's ``secure`` event."""
+
+    #: Negotiated protocol, ``"TLSv1.2"`` or ``"TLSv1.3"``.
+    version: str
+    #: Negotiated cipher suite, OpenSSL name (``"TLS_AES_256_GCM_SHA384"``).
+    cipher: str
+    #: The ALPN protocol both sides agreed on, or ``None``.
+    alpn_protocol: str | None
+    #: The SNI host name: what the client asked for (on a server) or sent
+    #: (on a client); ``None`` if none.
+    server_name: str | None
+    #: True if the peer's certificate verified against the configured CAs
+    #: (and, on a client, matched the host name).
+    authorized: bool
+    #: Why not, as Node names it (``"CERT_HAS_EXPIRED"``...), or ``None``.
+    authorization_error: str | None
+    #: The peer's certificate in DER, or ``None`` if the peer sent none.
+    peer_certificate_der: bytes | None = field(repr=False)
+    #: True if an earlier session was resumed.
+    session_reused: bool
+
+    @functools.cached_property
+    def peer_certificate(self) -> PeerCertificate | None:
+        """The peer's certificate as a Node-style dict (see
+        :func:`securepair.certinfo.node_certificate`), or ``None``.  Parsed
+        on first access, so a handshake that never looks pays nothing."""
+        if self.peer_certificate_der is None:
+            return None
+        return node_certificate(self.peer_certificate_der)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CleartextAvailable(Event):
+    """Decrypted application bytes are waiting in ``pair.cleartext``.
+
+    Consecutive arrivals that the application has not seen yet are merged
+    into one event, so a busy stream adds at most one event per batch.
+    """
+
+    #: Bytes readable from ``pair.cleartext`` when the event was made.
+    nbytes: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionTicket(Event):
+    """The server gave this client a session it can resume later.
+
+    Pass ``session`` as ``SecurePair(..., session=session)`` on a new
+    connection to the same server.  With TLS 1.3 this arrives after the
+    handshake, once the server's tickets have been read.
+    """
+
+    #: The backend's session object (``ssl.SSLSession`` on the stdlib).
+    session: Any
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CloseNotifyReceived(Event):
+    """The peer sent close_notify: it will send no more data.  A clean close."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RaggedEOF(Event):
+    """The transport ended without the peer's close_notify.
+
+    Reported as an event only with ``allow_ragged_eof=True``; otherwise the
+    same situation raises :class:`~securepair.errors.RaggedEOFError`.
+    """
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AlertReceived(Event):
+    """The peer sent a TLS alert."""
+
+    #: Alert description, e.g. ``"handshake_failure"``, ``"unknown_ca"``.
+    description: str
+    #: True for a fatal alert (the connection is over).
+    fatal: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AlertSent(Event):
+    """We sent a TLS alert; its bytes are (or were) on the encrypted side."""
+
+    #: Alert description, e.g. ``"bad_record_mac"``.
+    description: str
+    #: True for a fatal alert.
+    fatal: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Unwrapped(Event):
+    """Both close_notify messages crossed after :meth:`SecurePair.unwrap`:
+    the connection is plaintext again."""
+
+    #: Bytes that followed the peer's close_notify (plaintext of the next
+    #: protocol phase).  Also in ``pair.trailing_data``.
+    trailing_data: bytes
+
+
+class NeedData:
+    """Sentinel type: no event is pending; feed more encrypted bytes."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by :meth:`SecurePair.next_event` when no event is pending.
+NEED_DATA = NeedData()

@@ -1,0 +1,876 @@
+"""SecurePair: one TLS connection between two byte buffers.
+
+Theory of operation
+===================
+
+A pair has two sides, each a duplex byte buffer, after Node's
+``tls.createSecurePair()``:
+
+* ``pair.encrypted`` is the network side.  The driver writes into it every
+  byte that arrived from the peer and reads out of it every byte to send.
+* ``pair.cleartext`` is the application side.  The application writes the
+  bytes it wants protected and reads the bytes the peer sent.
+
+The pair never does I/O, never starts a thread, never reads a clock.  Each
+call does all the work its input allows and returns; what the call produced
+waits in a buffer or as an event until someone takes it.  So a driver is
+always the same loop: feed what arrived, drain events, send what is pending.
+
+Eager processing
+----------------
+``encrypted.write()`` runs TLS as far as the input allows: it advances the
+handshake, then decrypts every complete record into the cleartext buffer.
+Errors therefore surface where the bad bytes went in, close_notify is noticed
+when it arrives rather than when the application next reads, and a TLS 1.3
+server's session tickets are processed even by a client that only writes
+(trio issue #819: a peer that waits for a ticket the other side never reads
+waits forever).  Decryption stops only when the cleartext buffer reaches its
+limit; the remaining ciphertext waits in the backend's buffer and is
+decrypted as the application reads.  That is the backpressure chain: an
+application that does not read fills the cleartext buffer, then the
+encrypted input buffer, and then ``encrypted.write()`` accepts fewer bytes
+and finally raises :class:`~securepair.errors.BufferFullError`.
+
+Why the output is read, not returned
+------------------------------------
+TLS produces output in response to input (handshake replies, alerts, key
+updates, close_notify), not only in response to application writes.  So, as
+in h2, output accumulates in one place, ``pair.encrypted``, and the driver
+drains it after every call, whatever the call was.
+
+States
+------
+The state is derived from a few facts: has the handshake completed, have we
+sent close_notify, has the peer's arrived, did the transport end, did
+something fail.  The table :data:`ALLOWED` lists, for each state, the calls
+that make sense in it; any other call is a
+:class:`~securepair.errors.LocalProtocolError` naming the state.  Once a call
+fails because of the peer or TLS, the state is ERROR and stays so: the error
+is raised once, with its alert already on the encrypted side, and later calls
+that would need TLS raise ``LocalProtocolError`` chained to it.  Reading
+pending bytes from either side always works, so the alert can still be sent.
+
+Bytes are never lost and never change sides
+-------------------------------------------
+Every byte written to ``pair.encrypted`` is either consumed by TLS or ends up
+in :attr:`SecurePair.trailing_data`: what followed the peer's close_notify
+(after a close or an :meth:`SecurePair.unwrap`), or what TLS had not consumed
+when the pair failed.  Trailing bytes are never decrypted, never shown as
+cleartext; they belong to whatever protocol comes next.
+
+The first bytes
+---------------
+Before the first TLS record arrives, the first two bytes are checked.  A peer
+that is not speaking TLS (an HTTP client on an HTTPS port, a mail server whose
+STARTTLS step was skipped) gets a :class:`~securepair.errors.NotTLSError`
+that says what the bytes look like and shows them, instead of OpenSSL's
+"wrong version number".
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .backends.base import CLOSED, EOF, WANT_READ, TLSConnection
+from .certinfo import PeerCertificate, node_certificate, node_certificate_chain
+from .config import TLSConfig
+from .errors import (
+    BufferFullError,
+    ConfigError,
+    HandshakeNotCompleteError,
+    LocalProtocolError,
+    RaggedEOFError,
+    SecurePairError,
+    TLSAlertReceivedError,
+    TLSError,
+    UnsupportedFeatureError,
+)
+from .events import (
+    NEED_DATA,
+    AlertReceived,
+    AlertSent,
+    CleartextAvailable,
+    CloseNotifyReceived,
+    Event,
+    HandshakeComplete,
+    NeedData,
+    RaggedEOF,
+    SessionTicket,
+    Unwrapped,
+)
+from .records import is_tls_start, not_tls_error
+
+if TYPE_CHECKING:
+    from collections.abc import Buffer  # pragma: no cover
+else:
+    Buffer = bytes | bytearray | memoryview
+
+__all__ = ["SecurePair", "PairState", "ALLOWED"]
+
+#: Largest TLS plaintext record (RFC 8446 5.1).  The cleartext buffer always
+#: offers at least this much room to a read, so one read takes a whole record
+#: and OpenSSL keeps no half-read record behind our back.
+MAX_RECORD_PLAINTEXT = 2**14
+
+#: First size of the cleartext buffer: four full records.  It grows (up to
+#: the configured limit) only for applications that let data pile up.
+INITIAL_BUFFER = 4 * MAX_RECORD_PLAINTEXT
+
+
+class PairState(enum.Enum):
+    """Where a pair is in its life."""
+
+    #: The handshake has not completed.
+    HANDSHAKING = "handshaking"
+    #: Data flows both ways.
+    OPEN = "open"
+    #: We sent close_notify; the peer may still send data (TLS 1.3 half-close).
+    CLOSING = "closing"
+    #: The peer sent close_notify; we may still send (half-close).
+    PEER_CLOSED = "peer_closed"
+    #: Both close_notify messages were exchanged, or the transport ended.
+    CLOSED = "closed"
+    #: :meth:`SecurePair.unwrap` completed: the connection is plaintext again.
+    UNWRAPPED = "unwrapped"
+    #: TLS or the peer failed; the pair is unusable.
+    ERROR = "error"
+
+
+_S = PairState
+
+#: The calls each state allows.  Reading pending bytes from either side is
+#: always allowed and not listed.
+ALLOWED: dict[PairState, frozenset[str]] = {
+    _S.HANDSHAKING: frozenset({"feed", "write", "close"}),
+    _S.OPEN: frozenset({"feed", "write", "close", "unwrap"}),
+    _S.CLOSING: frozenset({"feed", "close", "unwrap"}),
+    _S.PEER_CLOSED: frozenset({"feed", "write", "close", "unwrap"}),
+    _S.CLOSED: frozenset({"feed", "close", "unwrap"}),
+    _S.UNWRAPPED: frozenset({"close"}),
+    _S.ERROR: frozenset({"close"}),
+}
+
+_WHAT = {
+    "feed": "write to pair.encrypted",
+    "write": "write to pair.cleartext",
+    "close": "close()",
+    "unwrap": "unwrap()",
+}
+
+
+def _make_connection(
+    config: TLSConfig | ssl.SSLContext | Any,
+    server_side: bool,
+    server_hostname: str | None,
+    session: Any,
+) -> TLSConnection:
+    if isinstance(config, ssl.SSLContext):
+        from .backends.stdlib import StdlibConnection
+
+        return StdlibConnection(
+            config, server_side=server_side, server_hostname=server_hostname, session=session
+        )
+    if isinstance(config, TLSConfig):
+        backend = config.resolved_backend()
+        if backend == "stdlib":
+            from .backends.stdlib import StdlibConnection
+
+            return StdlibConnection(
+                config.stdlib_context(server_side=server_side),
+                server_side=server_side,
+                server_hostname=server_hostname,
+                session=session,
+            )
+        from .backends import pyopenssl
+
+        return pyopenssl.make_connection(config, server_side, server_hostname, session)
+    from .backends import pyopenssl
+
+    if pyopenssl.is_context(config):
+        return pyopenssl.make_connection(config, server_side, server_hostname, session)
+    raise ConfigError(
+        "config",
+        f"expected a TLSConfig, ssl.SSLContext or OpenSSL.SSL.Context, not {type(config).__name__}",
+    )
+
+
+class SecurePair:
+    """A sans-IO TLS connection between an encrypted and a cleartext buffer.
+
+    ``config`` is a :class:`~securepair.TLSConfig`, an ``ssl.SSLContext`` or
+    an ``OpenSSL.SSL.Context``.  A client's ClientHello is readable from
+    ``pair.encrypted`` as soon as the pair exists.  ``initial_data`` holds
+    bytes already read from the peer (the STARTTLS case) and is treated
+    exactly like a first ``pair.encrypted.write()``.  ``session`` resumes a
+    session from an earlier :class:`~securepair.events.SessionTicket`.
+    """
+
+    def __init__(
+        self,
+        config: TLSConfig | ssl.SSLContext | Any,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        session: Any = None,
+        initial_data: Buffer = b"",
+    ) -> None:
+        if isinstance(config, TLSConfig):
+            self._limit = config.buffer_limit
+            self._allow_ragged_eof = config.allow_ragged_eof
+            if server_hostname is None and not server_side:
+                server_hostname = config.servername
+        else:
+            self._limit = TLSConfig.buffer_limit
+            self._allow_ragged_eof = False
+        self.server_side = server_side
+        try:
+            self._conn = _make_connection(config, server_side, server_hostname, session)
+        except ValueError as exc:
+            if "server_hostname" in str(exc):
+                raise ConfigError(
+                    "server_hostname",
+                    "a client that verifies the server needs its host name "
+                    "(or check_hostname=False, or insecure_no_verify=True)",
+                ) from None
+            raise
+        self.backend: str = self._conn.name
+        self.encrypted = EncryptedSide(self)
+        self.cleartext = CleartextSide(self)
+        self._events: deque[Event] = deque()
+        self._handshake_done = False
+        self._sent_close = False
+        self._recv_close = False
+        self._eof = False
+        self._unwrapping = False
+        self._unwrapped = False
+        self._close_after_handshake = False
+        self._error: SecurePairError | None = None
+        self._tls_seen = False
+        self._first_bytes = b""
+        self._bytes_received = 0
+        self._trailing = bytearray()
+        # Cleartext written before the handshake completed, sent after it.
+        self._queued: list[bytes] = []
+        self._queued_size = 0
+        # The cleartext buffer: data lives in _buf[_start:_end].
+        self._buf = bytearray()
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._watch_tickets = False
+        self._handshake_event: HandshakeComplete | None = None
+        if not server_side:
+            self._step_handshake()
+        if initial_data:
+            data = memoryview(initial_data)
+            accepted = self._feed(data)
+            if accepted < len(data):
+                raise BufferFullError(
+                    f"initial_data is {len(data)} bytes, over the buffer limit",
+                    buffer="encrypted",
+                    limit=self._limit,
+                )
+
+    # ------------------------------------------------------------------
+    # State
+
+    @property
+    def state(self) -> PairState:
+        """The current :class:`PairState`, derived from what has happened."""
+        if self._error is not None:
+            return _S.ERROR
+        if self._unwrapped:
+            return _S.UNWRAPPED
+        if not self._handshake_done:
+            return _S.HANDSHAKING
+        if self._eof or (self._sent_close and self._recv_close):
+            return _S.CLOSED
+        if self._sent_close:
+            return _S.CLOSING
+        if self._recv_close:
+            return _S.PEER_CLOSED
+        return _S.OPEN
+
+    def _check(self, operation: str) -> None:
+        state = self.state
+        if operation in ALLOWED[state]:
+            return
+        if state is _S.ERROR:
+            raise LocalProtocolError(
+                f"cannot {_WHAT[operation]}: the pair failed earlier ({self._error})"
+            ) from self._error
+        if state is _S.UNWRAPPED:
+            raise LocalProtocolError(
+                f"cannot {_WHAT[operation]}: the pair is unwrapped and the connection "
+                "is plaintext now (see trailing_data)"
+            )
+        if operation == "write":
+            raise LocalProtocolError(
+                f"cannot write to pair.cleartext in state {state.value}: "
+                "close() was called (or the transport ended)"
+            )
+        raise LocalProtocolError(f"cannot {_WHAT[operation]} in state {state.value}")
+
+    def _fail(self, error: SecurePairError) -> SecurePairError:
+        """Enter ERROR; the caller raises what this returns."""
+        self._error = error
+        if isinstance(error, TLSError) and error.alert:
+            if isinstance(error, TLSAlertReceivedError):
+                self._events.append(AlertReceived(description=error.alert, fatal=True))
+            elif error.alert_sent:
+                self._events.append(AlertSent(description=error.alert, fatal=True))
+        # Whatever TLS did not consume is accounted for as trailing data.
+        leftover = self._conn.take_incoming()
+        if leftover:
+            self._trailing += leftover
+        return error
+
+    # ------------------------------------------------------------------
+    # Events
+
+    def next_event(self) -> Event | NeedData:
+        """The oldest pending event, or :data:`~securepair.events.NEED_DATA`."""
+        if self._events:
+            return self._events.popleft()
+        return NEED_DATA
+
+    def events(self) -> Iterator[Event]:
+        """Iterate over (and remove) the pending events."""
+        pop = self._events.popleft
+        while self._events:
+            yield pop()
+
+    # ------------------------------------------------------------------
+    # The encrypted side, inbound
+
+    def _feed(self, data: memoryview) -> int:
+        if not data:
+            self._feed_eof()
+            return 0
+        self._check("feed")
+        size = len(data)
+        if self._recv_close or self._eof:
+            # After the peer's close_notify nothing is TLS any more.
+            room = self._limit - len(self._trailing)
+            if room <= 0:
+                raise BufferFullError(
+                    "trailing data after close_notify exceeds the buffer limit",
+                    buffer="encrypted",
+                    limit=self._limit,
+                )
+            accepted = min(size, room)
+            self._trailing += data[:accepted]
+            self._bytes_received += accepted
+            if self._unwrapping:
+                self._finish_unwrap()
+            return accepted
+        conn = self._conn
+        room = self._limit - conn.incoming_pending()
+        if room <= 0:
+            raise BufferFullError(
+                "encrypted input is not being consumed: read pair.cleartext first",
+                buffer="encrypted",
+                limit=self._limit,
+            )
+        if size > room:
+            data = data[:room]
+            size = room
+        if not self._tls_seen:
+            self._check_first_bytes(data)
+        conn.feed(data)
+        self._bytes_received += size
+        if self._handshake_done:
+            self._pump_in()
+        elif self._step_handshake():
+            self._pump_in()
+        return size
+
+    def _check_first_bytes(self, data: memoryview) -> None:
+        head = self._first_bytes + bytes(data[:32])
+        if len(head) >= 2:
+            self._tls_seen = True
+        if is_tls_start(head):
+            self._first_bytes = head[:32]
+            return
+        error = not_tls_error(head)
+        assert error is not None
+        # Let the TLS library see the bytes too, so whatever alert it sends
+        # for them is on the encrypted side before the error comes up.
+        self._conn.feed(data)
+        self._bytes_received += len(data)
+        try:
+            self._conn.do_handshake()
+        except TLSError as tls_error:
+            error.__cause__ = tls_error
+        raise self._fail(error)
+
+    def _feed_eof(self) -> None:
+        if self._eof or self._error is not None or self._unwrapped:
+            return
+        if self._recv_close:
+            self._eof = True
+            return
+        if not self._handshake_done:
+            self._eof = True
+            received = self._bytes_received
+            raise self._fail(
+                RaggedEOFError(
+                    "peer closed the connection during the TLS handshake "
+                    f"(after sending {received} bytes)"
+                )
+            )
+        self._conn.feed_eof()
+        self._eof = True
+        self._pump_in()
+
+    def _step_handshake(self) -> bool:
+        try:
+            done = self._conn.do_handshake()
+        except TLSError as exc:
+            raise self._fail(exc) from None
+        if done:
+            self._on_handshake_complete()
+        return done
+
+    def _on_handshake_complete(self) -> None:
+        self._handshake_done = True
+        self._tls_seen = True
+        conn = self._conn
+        authorized, authorization_error = conn.verification()
+        event = HandshakeComplete(
+            version=conn.version(),
+            cipher=conn.cipher()[0],
+            alpn_protocol=conn.alpn_protocol(),
+            server_name=conn.server_name(),
+            authorized=authorized,
+            authorization_error=authorization_error,
+            peer_certificate_der=conn.peer_certificate_der(),
+            session_reused=conn.session_reused(),
+        )
+        self._handshake_event = event
+        self._events.append(event)
+        if not self.server_side:
+            found = conn.new_session()
+            if found is not None:
+                self._events.append(SessionTicket(session=found))
+            else:
+                self._watch_tickets = True
+        if self._queued:
+            queued, self._queued = self._queued, []
+            self._queued_size = 0
+            for chunk in queued:
+                self._encrypt(chunk)
+        if self._close_after_handshake:
+            self._send_close_notify()
+
+    def _pump_in(self) -> None:
+        """Decrypt buffered records into the cleartext buffer, up to its limit."""
+        conn = self._conn
+        if not conn.incoming_pending() and not self._eof:
+            return
+        read_into = conn.read_into
+        limit = self._limit
+        got = 0
+        while True:
+            free = limit - (self._end - self._start)
+            if free <= 0:
+                break
+            room = len(self._buf) - self._end
+            want = free if free < MAX_RECORD_PLAINTEXT else MAX_RECORD_PLAINTEXT
+            if room < want:
+                self._make_room(want)
+                room = len(self._buf) - self._end
+            if room > free:
+                room = free
+            end = self._end
+            try:
+                count = read_into(self._view[end : end + room])
+            except TLSError as exc:
+                raise self._fail(exc) from None
+            if count > 0:
+                self._end = end + count
+                got += count
+                # A short read took a whole record; with nothing left in the
+                # input, another call would only raise want-read.
+                if count < room and not conn.incoming_pending() and not self._eof:
+                    break
+                continue
+            if count == WANT_READ:
+                break
+            if count == CLOSED:
+                self._on_close_notify()
+                break
+            if count == EOF:
+                self._on_transport_eof()
+                break
+        if got:
+            events = self._events
+            available = CleartextAvailable(nbytes=self._end - self._start)
+            if events and type(events[-1]) is CleartextAvailable:
+                events[-1] = available
+            else:
+                events.append(available)
+        if self._watch_tickets:
+            found = conn.new_session()
+            if found is not None:
+                self._events.append(SessionTicket(session=found))
+                self._watch_tickets = False
+            elif got:
+                # Servers send their tickets before any application data;
+                # once data has come, none is on its way.
+                self._watch_tickets = False
+
+    def _make_room(self, want: int) -> None:
+        used = self._end - self._start
+        if self._start:
+            # Same-size slice assignment: a memmove, allowed while the view
+            # is exported.
+            self._buf[0:used] = self._buf[self._start : self._end]
+            self._start = 0
+            self._end = used
+        if len(self._buf) - used >= want:
+            return
+        size = max(INITIAL_BUFFER, 2 * len(self._buf), used + want)
+        size = min(size, self._limit + MAX_RECORD_PLAINTEXT)
+        self._view.release()
+        grown = bytearray(size)
+        grown[:used] = self._buf[:used]
+        self._buf = grown
+        self._view = memoryview(grown)
+
+    def _on_close_notify(self) -> None:
+        self._recv_close = True
+        self._watch_tickets = False
+        self._events.append(CloseNotifyReceived())
+        leftover = self._conn.take_incoming()
+        if leftover:
+            self._trailing += leftover
+        if self._unwrapping:
+            self._finish_unwrap()
+
+    def _on_transport_eof(self) -> None:
+        partial = self._conn.incoming_pending()
+        if partial:
+            raise self._fail(
+                RaggedEOFError(
+                    "peer closed the connection in the middle of a TLS record "
+                    f"({partial} bytes of it had arrived): data was cut off"
+                )
+            )
+        if self._allow_ragged_eof:
+            self._events.append(RaggedEOF())
+            return
+        raise self._fail(
+            RaggedEOFError(
+                "peer closed the connection without close_notify; the data may "
+                "have been truncated (TLSConfig(allow_ragged_eof=True) accepts this)"
+            )
+        )
+
+    # ------------------------------------------------------------------
+    # The cleartext side, outbound
+
+    def _write_cleartext(self, data: Buffer) -> int:
+        self._check("write")
+        size = len(memoryview(data))
+        if not size:
+            return 0
+        if not self._handshake_done:
+            room = self._limit - self._queued_size
+            if room <= 0:
+                raise BufferFullError(
+                    "cleartext queued before the handshake exceeds the buffer limit",
+                    buffer="cleartext",
+                    limit=self._limit,
+                )
+            accepted = min(size, room)
+            self._queued.append(bytes(memoryview(data)[:accepted]))
+            self._queued_size += accepted
+            return accepted
+        room = self._limit - self._conn.outgoing_pending()
+        if room <= 0:
+            raise BufferFullError(
+                "encrypted output is not being sent: read pair.encrypted first",
+                buffer="encrypted",
+                limit=self._limit,
+            )
+        if size > room:
+            data = memoryview(data)[:room]
+            size = room
+        self._encrypt(data)
+        return size
+
+    def _encrypt(self, data: Buffer) -> None:
+        try:
+            self._conn.write(data)
+        except TLSError as exc:
+            raise self._fail(exc) from None
+
+    # ------------------------------------------------------------------
+    # The cleartext side, inbound
+
+    def _read_cleartext(self, n: int) -> bytes:
+        start = self._start
+        buffered = self._end - start
+        if not buffered:
+            return b""
+        if 0 <= n < buffered:
+            end = start + n
+            self._start = end
+        else:
+            end = self._end
+            self._start = self._end = 0
+        data = bytes(self._view[start:end])
+        if self._conn.incoming_pending() and self._error is None and self._handshake_done:
+            self._pump_in()
+        return data
+
+    def _readinto_cleartext(self, buffer: Buffer) -> int:
+        target = memoryview(buffer).cast("B")  # type: ignore[arg-type]
+        start = self._start
+        count = min(len(target), self._end - start)
+        if not count:
+            return 0
+        target[:count] = self._view[start : start + count]
+        self._start = start + count
+        if self._start == self._end:
+            self._start = self._end = 0
+        if self._conn.incoming_pending() and self._error is None and self._handshake_done:
+            self._pump_in()
+        return count
+
+    # ------------------------------------------------------------------
+    # Closing
+
+    def close(self) -> None:
+        """Send close_notify (Node's ``cleartext.end()``).
+
+        Does not wait for the peer's close_notify: its arrival is the
+        :class:`~securepair.events.CloseNotifyReceived` event.  The peer may
+        still send data until then (TLS 1.3 half-close).  Before the
+        handshake completes, the close is sent right after it.  Calling it
+        again does nothing.
+        """
+        self._check("close")
+        if self._error is not None or self._unwrapped or self._sent_close or self._eof:
+            return
+        if not self._handshake_done:
+            self._close_after_handshake = True
+            return
+        self._send_close_notify()
+
+    def _send_close_notify(self) -> None:
+        try:
+            self._conn.send_close_notify()
+        except TLSError as exc:
+            raise self._fail(exc) from None
+        self._sent_close = True
+
+    def unwrap(self) -> bytes | None:
+        """Return to plaintext: exchange close_notify and hand back what follows.
+
+        Sends our close_notify if not yet sent.  If the peer's close_notify
+        has already arrived, the pair is now UNWRAPPED and the bytes that
+        followed it are returned; otherwise returns ``None`` and the
+        :class:`~securepair.events.Unwrapped` event reports completion when
+        the peer's close_notify is fed in.
+        """
+        self._check("unwrap")
+        if not self._sent_close:
+            self._send_close_notify()
+        self._unwrapping = True
+        if self._recv_close:
+            return self._finish_unwrap()
+        return None
+
+    def _finish_unwrap(self) -> bytes:
+        trailing = bytes(self._trailing)
+        if not self._unwrapped:
+            self._unwrapped = True
+            self._events.append(Unwrapped(trailing_data=trailing))
+        return trailing
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes fed to the encrypted side that are not TLS: what followed
+        the peer's close_notify, or what TLS had not consumed when the pair
+        failed."""
+        return bytes(self._trailing)
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes accepted by ``pair.encrypted.write()`` so far."""
+        return self._bytes_received
+
+    def renegotiate(self) -> None:
+        """Start a TLS 1.2 renegotiation (pyOpenSSL backend only)."""
+        raise UnsupportedFeatureError(
+            "renegotiate",
+            f"renegotiation is not available on backend {self.backend!r}; "
+            "use backend='pyopenssl'",
+        )
+
+    # ------------------------------------------------------------------
+    # Details, available once the handshake is complete
+
+    def _details(self, what: str) -> TLSConnection:
+        if not self._handshake_done:
+            raise HandshakeNotCompleteError(
+                f"{what} is not known before the TLS handshake completes"
+            )
+        return self._conn
+
+    @property
+    def handshake_complete(self) -> bool:
+        """True once the handshake has completed."""
+        return self._handshake_done
+
+    @property
+    def version(self) -> str:
+        """Negotiated protocol version: ``"TLSv1.2"`` or ``"TLSv1.3"``."""
+        return self._details("version").version()
+
+    @property
+    def cipher(self) -> str:
+        """Negotiated cipher suite, OpenSSL name."""
+        return self._details("cipher").cipher()[0]
+
+    def cipher_info(self) -> tuple[str, str, int]:
+        """(cipher name, protocol, secret bits), like ``SSLSocket.cipher()``."""
+        return self._details("cipher").cipher()
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The ALPN protocol both sides agreed on, or ``None``."""
+        return self._details("alpn_protocol").alpn_protocol()
+
+    @property
+    def server_name(self) -> str | None:
+        """SNI host name: requested by the client (server side) or sent
+        (client side)."""
+        return self._details("server_name").server_name()
+
+    @property
+    def authorized(self) -> bool:
+        """True if the peer's certificate verified (Node's ``authorized``)."""
+        return self._details("authorized").verification()[0]
+
+    @property
+    def authorization_error(self) -> str | None:
+        """Why the peer is not authorized, as Node names it, or ``None``."""
+        return self._details("authorization_error").verification()[1]
+
+    def peer_certificate(self, detailed: bool = False) -> PeerCertificate | None:
+        """The peer's certificate as a Node-style dict, or ``None`` if it sent
+        none.  With ``detailed=True``, the chain is linked through
+        ``issuerCertificate`` where the backend can give it (Node's
+        ``getPeerCertificate(true)``)."""
+        conn = self._details("peer_certificate")
+        der = conn.peer_certificate_der()
+        if der is None:
+            return None
+        if detailed:
+            chain = conn.peer_chain_der()
+            if chain:
+                return node_certificate_chain(chain)
+        return node_certificate(der)
+
+    def peer_certificate_der(self) -> bytes | None:
+        """The peer's certificate in DER, or ``None``."""
+        return self._details("peer_certificate").peer_certificate_der()
+
+    @property
+    def session(self) -> Any:
+        """The session, to pass as ``session=`` when reconnecting."""
+        return self._details("session").session()
+
+    @property
+    def session_reused(self) -> bool:
+        """True if this handshake resumed an earlier session."""
+        return self._details("session_reused").session_reused()
+
+    @property
+    def handshake_event(self) -> HandshakeComplete:
+        """The :class:`~securepair.events.HandshakeComplete` event again."""
+        self._details("handshake_event")
+        assert self._handshake_event is not None
+        return self._handshake_event
+
+    def __repr__(self) -> str:
+        role = "server" if self.server_side else "client"
+        return f"<SecurePair {role} {self.backend} {self.state.value}>"
+
+
+class EncryptedSide:
+    """The network side of a pair: bytes from the peer in, bytes to it out."""
+
+    __slots__ = ("_pair",)
+
+    def __init__(self, pair: SecurePair) -> None:
+        self._pair = pair
+
+    def write(self, data: Buffer) -> int:
+        """Feed bytes received from the network; returns how many were taken.
+
+        ``write(b"")`` means the transport ended (as :meth:`write_eof`).
+        Fewer than ``len(data)`` bytes are taken only when the input buffer
+        is at its limit; keep the rest and offer it again after reading
+        ``pair.cleartext``.  Raises :class:`~securepair.errors.BufferFullError`
+        if nothing could be taken.
+        """
+        return self._pair._feed(memoryview(data))
+
+    def write_eof(self) -> None:
+        """The transport ended: EOF from the network."""
+        self._pair._feed_eof()
+
+    def read(self, n: int = -1) -> bytes:
+        """Remove and return up to ``n`` bytes to send (all if ``n < 0``);
+        ``b""`` if there is nothing to send."""
+        return self._pair._conn.read_outgoing(n)
+
+    @property
+    def pending(self) -> int:
+        """Bytes waiting to be sent to the network."""
+        return self._pair._conn.outgoing_pending()
+
+
+class CleartextSide:
+    """The application side of a pair: data to protect in, peer's data out."""
+
+    __slots__ = ("_pair",)
+
+    def __init__(self, pair: SecurePair) -> None:
+        self._pair = pair
+
+    def write(self, data: Buffer) -> int:
+        """Encrypt ``data`` for the peer; returns how many bytes were taken.
+
+        Before the handshake completes, data is queued and sent after it.
+        Fewer bytes are taken only when the output buffer is at its limit;
+        :class:`~securepair.errors.BufferFullError` if none could be.
+        """
+        return self._pair._write_cleartext(data)
+
+    def read(self, n: int = -1) -> bytes:
+        """Remove and return up to ``n`` decrypted bytes (all if ``n < 0``);
+        ``b""`` if none are waiting."""
+        return self._pair._read_cleartext(n)
+
+    def readinto(self, buffer: Buffer) -> int:
+        """Copy decrypted bytes into ``buffer``; returns how many (0 if none).
+        Saves the allocation of a new ``bytes``, not a copy."""
+        return self._pair._readinto_cleartext(buffer)
+
+    @property
+    def pending(self) -> int:
+        """Decrypted bytes waiting to be read."""
+        return self._pair._end - self._pair._start
+
+    def end(self) -> None:
+        """Node's ``cleartext.end()``: the same as :meth:`SecurePair.close`."""
+        self._pair.close()
