@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from .certinfo import PeerCertificate, node_certificate
@@ -72,14 +73,16 @@ class CleartextAvailable(Event):
     """Decrypted application bytes are waiting in ``pair.cleartext``.
 
     Consecutive arrivals that the application has not seen yet are merged
-    into one event, so a busy stream adds at most one event per batch.
+    into one event, and the event is made when it is taken, so it reports
+    what is readable then.  Data the application already read before taking
+    the event is not announced again.
     """
 
-    #: Bytes readable from ``pair.cleartext`` when the event was made.
+    #: Bytes readable from ``pair.cleartext`` when the event was taken.
     nbytes: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class SessionTicket(Event):
     """The server gave this client a session it can resume later.
 
@@ -88,8 +91,15 @@ class SessionTicket(Event):
     handshake, once the server's tickets have been read.
     """
 
-    #: The backend's session object (``ssl.SSLSession`` on the stdlib).
-    session: Any
+    #: Fetches the session from the backend.  The stdlib copies a session
+    #: through DER on every read, so it is fetched only if looked at.
+    loader: Callable[[], Any] = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def session(self) -> Any:
+        """The backend's session object (``ssl.SSLSession`` on the stdlib,
+        ``OpenSSL.SSL.Session`` on pyOpenSSL)."""
+        return self.loader()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

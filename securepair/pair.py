@@ -116,6 +116,10 @@ __all__ = ["SecurePair", "PairState", "ALLOWED"]
 #: and OpenSSL keeps no half-read record behind our back.
 MAX_RECORD_PLAINTEXT = 2**14
 
+#: Bytes a TLS 1.3 AEAD record adds to its data: a 5-byte header, the inner
+#: content type byte and a 16-byte tag (AES-GCM, ChaCha20-Poly1305, AES-CCM).
+TLS13_RECORD_OVERHEAD = 5 + 1 + 16
+
 #: First size of the cleartext buffer: four full records.  It grows (up to
 #: the configured limit) only for applications that let data pile up.
 INITIAL_BUFFER = 4 * MAX_RECORD_PLAINTEXT
@@ -153,6 +157,16 @@ ALLOWED: dict[PairState, frozenset[str]] = {
     _S.UNWRAPPED: frozenset({"close"}),
     _S.ERROR: frozenset({"close"}),
 }
+
+class _DataMarker:
+    """Queued in place of a CleartextAvailable event; the event is made when
+    the application asks for it, so a stream the application reads without
+    looking at events costs no object per record batch."""
+
+    __slots__ = ()
+
+
+_DATA = _DataMarker()
 
 _WHAT = {
     "feed": "write to pair.encrypted",
@@ -238,6 +252,8 @@ class SecurePair:
                 ) from None
             raise
         self.backend: str = self._conn.name
+        self._in = self._conn.incoming
+        self._out = self._conn.outgoing
         self.encrypted = EncryptedSide(self)
         self.cleartext = CleartextSide(self)
         self._events: deque[Event] = deque()
@@ -262,7 +278,14 @@ class SecurePair:
         self._start = 0
         self._end = 0
         self._watch_tickets = False
+        self._throttled = False
         self._handshake_event: HandshakeComplete | None = None
+        # Fast-path copies of ALLOWED[state] for the two hot operations,
+        # refreshed on every state change by _refresh().
+        self._can_feed = True
+        self._can_write = True
+        # True while fed bytes go straight to TLS record processing.
+        self._fast_feed = False
         if not server_side:
             self._step_handshake()
         if initial_data:
@@ -295,6 +318,14 @@ class SecurePair:
             return _S.PEER_CLOSED
         return _S.OPEN
 
+    def _refresh(self) -> None:
+        """Recompute the fast-path flags after a state change."""
+        state = self.state
+        allowed = ALLOWED[state]
+        self._can_feed = "feed" in allowed
+        self._can_write = "write" in allowed
+        self._fast_feed = state in (_S.OPEN, _S.CLOSING) and self._tls_seen
+
     def _check(self, operation: str) -> None:
         state = self.state
         if operation in ALLOWED[state]:
@@ -318,13 +349,14 @@ class SecurePair:
     def _fail(self, error: SecurePairError) -> SecurePairError:
         """Enter ERROR; the caller raises what this returns."""
         self._error = error
+        self._refresh()
         if isinstance(error, TLSError) and error.alert:
             if isinstance(error, TLSAlertReceivedError):
                 self._events.append(AlertReceived(description=error.alert, fatal=True))
             elif error.alert_sent:
                 self._events.append(AlertSent(description=error.alert, fatal=True))
         # Whatever TLS did not consume is accounted for as trailing data.
-        leftover = self._conn.take_incoming()
+        leftover = self._in.read()
         if leftover:
             self._trailing += leftover
         return error
@@ -334,25 +366,45 @@ class SecurePair:
 
     def next_event(self) -> Event | NeedData:
         """The oldest pending event, or :data:`~securepair.events.NEED_DATA`."""
-        if self._events:
-            return self._events.popleft()
+        events = self._events
+        while events:
+            event = events.popleft()
+            if event is _DATA:
+                if self._end == self._start:
+                    continue  # already read: nothing to announce
+                return CleartextAvailable(nbytes=self._end - self._start)
+            return event
         return NEED_DATA
 
     def events(self) -> Iterator[Event]:
         """Iterate over (and remove) the pending events."""
         pop = self._events.popleft
         while self._events:
-            yield pop()
+            event = pop()
+            if event is not _DATA:
+                yield event
+            elif self._end != self._start:
+                yield CleartextAvailable(nbytes=self._end - self._start)
 
     # ------------------------------------------------------------------
     # The encrypted side, inbound
 
-    def _feed(self, data: memoryview) -> int:
+    def _feed(self, data: Buffer) -> int:
+        if type(data) is not bytes:
+            data = memoryview(data).cast("B")
         if not data:
             self._feed_eof()
             return 0
-        self._check("feed")
         size = len(data)
+        if self._fast_feed:
+            incoming = self._in
+            if incoming.pending + size <= self._limit:
+                incoming.write(data)
+                self._bytes_received += size
+                self._pump_in()
+                return size
+        elif not self._can_feed:
+            self._check("feed")
         if self._recv_close or self._eof:
             # After the peer's close_notify nothing is TLS any more.
             room = self._limit - len(self._trailing)
@@ -368,26 +420,33 @@ class SecurePair:
             if self._unwrapping:
                 self._finish_unwrap()
             return accepted
-        conn = self._conn
-        room = self._limit - conn.incoming_pending()
-        if room <= 0:
+        incoming = self._in
+        limit = self._limit
+        if not self._tls_seen:
+            self._check_first_bytes(data)
+        taken = 0
+        # Feed in slices no larger than the input buffer's free room,
+        # decrypting between them: the input buffer only fills up when the
+        # cleartext buffer is full too.
+        while taken < size:
+            room = limit - incoming.pending
+            if room <= 0:
+                break
+            piece = data[taken : taken + room] if size - taken > room else data[taken:]
+            incoming.write(piece)
+            taken += len(piece)
+            self._bytes_received += len(piece)
+            if self._handshake_done:
+                self._pump_in()
+            elif self._step_handshake():
+                self._pump_in()
+        if not taken:
             raise BufferFullError(
                 "encrypted input is not being consumed: read pair.cleartext first",
                 buffer="encrypted",
-                limit=self._limit,
+                limit=limit,
             )
-        if size > room:
-            data = data[:room]
-            size = room
-        if not self._tls_seen:
-            self._check_first_bytes(data)
-        conn.feed(data)
-        self._bytes_received += size
-        if self._handshake_done:
-            self._pump_in()
-        elif self._step_handshake():
-            self._pump_in()
-        return size
+        return taken
 
     def _check_first_bytes(self, data: memoryview) -> None:
         head = self._first_bytes + bytes(data[:32])
@@ -400,7 +459,7 @@ class SecurePair:
         assert error is not None
         # Let the TLS library see the bytes too, so whatever alert it sends
         # for them is on the encrypted side before the error comes up.
-        self._conn.feed(data)
+        self._in.write(data)
         self._bytes_received += len(data)
         try:
             self._conn.do_handshake()
@@ -413,6 +472,7 @@ class SecurePair:
             return
         if self._recv_close:
             self._eof = True
+            self._refresh()
             return
         if not self._handshake_done:
             self._eof = True
@@ -423,8 +483,9 @@ class SecurePair:
                     f"(after sending {received} bytes)"
                 )
             )
-        self._conn.feed_eof()
+        self._in.write_eof()
         self._eof = True
+        self._refresh()
         self._pump_in()
 
     def _step_handshake(self) -> bool:
@@ -439,6 +500,7 @@ class SecurePair:
     def _on_handshake_complete(self) -> None:
         self._handshake_done = True
         self._tls_seen = True
+        self._refresh()
         conn = self._conn
         authorized, authorization_error = conn.verification()
         event = HandshakeComplete(
@@ -454,11 +516,13 @@ class SecurePair:
         self._handshake_event = event
         self._events.append(event)
         if not self.server_side:
-            found = conn.new_session()
-            if found is not None:
-                self._events.append(SessionTicket(session=found))
-            else:
+            # A TLS 1.2 session exists once the handshake is done.  TLS 1.3
+            # tickets come after it, in the first records the server sends
+            # once it has our Finished; _pump_in watches that batch.
+            if conn.version() == "TLSv1.3":
                 self._watch_tickets = True
+            else:
+                self._events.append(SessionTicket(loader=conn.session))
         if self._queued:
             queued, self._queued = self._queued, []
             self._queued_size = 0
@@ -469,34 +533,49 @@ class SecurePair:
 
     def _pump_in(self) -> None:
         """Decrypt buffered records into the cleartext buffer, up to its limit."""
-        conn = self._conn
-        if not conn.incoming_pending() and not self._eof:
+        incoming = self._in
+        if not self._eof and not incoming.pending:
             return
+        conn = self._conn
         read_into = conn.read_into
         limit = self._limit
         got = 0
+        records = 0
+        watch = self._watch_tickets
+        before = incoming.pending
+        self._throttled = False
         while True:
-            free = limit - (self._end - self._start)
+            end = self._end
+            free = limit - (end - self._start)
             if free <= 0:
+                # Backpressure: the rest waits in the backend until the
+                # application reads.
+                self._throttled = True
                 break
-            room = len(self._buf) - self._end
-            want = free if free < MAX_RECORD_PLAINTEXT else MAX_RECORD_PLAINTEXT
-            if room < want:
-                self._make_room(want)
-                room = len(self._buf) - self._end
+            room = len(self._buf) - end
+            if room < MAX_RECORD_PLAINTEXT and room < free:
+                self._make_room(free if free < MAX_RECORD_PLAINTEXT else MAX_RECORD_PLAINTEXT)
+                end = self._end
+                room = len(self._buf) - end
             if room > free:
                 room = free
-            end = self._end
             try:
                 count = read_into(self._view[end : end + room])
             except TLSError as exc:
                 raise self._fail(exc) from None
             if count > 0:
+                if not got:
+                    # Announce the data before anything that follows it
+                    # (a close_notify in the same batch, say).
+                    events = self._events
+                    if not events or events[-1] is not _DATA:
+                        events.append(_DATA)
                 self._end = end + count
                 got += count
+                records += 1
                 # A short read took a whole record; with nothing left in the
                 # input, another call would only raise want-read.
-                if count < room and not conn.incoming_pending() and not self._eof:
+                if count < room and not incoming.pending and not self._eof:
                     break
                 continue
             if count == WANT_READ:
@@ -507,22 +586,16 @@ class SecurePair:
             if count == EOF:
                 self._on_transport_eof()
                 break
-        if got:
-            events = self._events
-            available = CleartextAvailable(nbytes=self._end - self._start)
-            if events and type(events[-1]) is CleartextAvailable:
-                events[-1] = available
-            else:
-                events.append(available)
-        if self._watch_tickets:
-            found = conn.new_session()
-            if found is not None:
-                self._events.append(SessionTicket(session=found))
-                self._watch_tickets = False
-            elif got:
-                # Servers send their tickets before any application data;
-                # once data has come, none is on its way.
-                self._watch_tickets = False
+        if watch and self._watch_tickets:
+            self._watch_tickets = False
+            # Reading the session is costly on the stdlib (a DER round
+            # trip), so its arrival is inferred: the batch consumed more
+            # than its data records account for (each TLS 1.3 data record
+            # costs 22 bytes: header, inner type, AEAD tag), so it carried
+            # handshake messages, and after the handshake those are tickets.
+            consumed = before - incoming.pending
+            if consumed > got + TLS13_RECORD_OVERHEAD * records:
+                self._events.append(SessionTicket(loader=conn.session))
 
     def _make_room(self, want: int) -> None:
         used = self._end - self._start
@@ -544,16 +617,17 @@ class SecurePair:
 
     def _on_close_notify(self) -> None:
         self._recv_close = True
+        self._refresh()
         self._watch_tickets = False
         self._events.append(CloseNotifyReceived())
-        leftover = self._conn.take_incoming()
+        leftover = self._in.read()
         if leftover:
             self._trailing += leftover
         if self._unwrapping:
             self._finish_unwrap()
 
     def _on_transport_eof(self) -> None:
-        partial = self._conn.incoming_pending()
+        partial = self._in.pending
         if partial:
             raise self._fail(
                 RaggedEOFError(
@@ -562,6 +636,7 @@ class SecurePair:
                 )
             )
         if self._allow_ragged_eof:
+            self._refresh()
             self._events.append(RaggedEOF())
             return
         raise self._fail(
@@ -575,8 +650,9 @@ class SecurePair:
     # The cleartext side, outbound
 
     def _write_cleartext(self, data: Buffer) -> int:
-        self._check("write")
-        size = len(memoryview(data))
+        if not self._can_write:
+            self._check("write")
+        size = len(data) if type(data) is bytes else memoryview(data).nbytes
         if not size:
             return 0
         if not self._handshake_done:
@@ -591,7 +667,7 @@ class SecurePair:
             self._queued.append(bytes(memoryview(data)[:accepted]))
             self._queued_size += accepted
             return accepted
-        room = self._limit - self._conn.outgoing_pending()
+        room = self._limit - self._out.pending
         if room <= 0:
             raise BufferFullError(
                 "encrypted output is not being sent: read pair.encrypted first",
@@ -601,7 +677,10 @@ class SecurePair:
         if size > room:
             data = memoryview(data)[:room]
             size = room
-        self._encrypt(data)
+        try:
+            self._conn.write(data)
+        except TLSError as exc:
+            raise self._fail(exc) from None
         return size
 
     def _encrypt(self, data: Buffer) -> None:
@@ -613,7 +692,7 @@ class SecurePair:
     # ------------------------------------------------------------------
     # The cleartext side, inbound
 
-    def _read_cleartext(self, n: int) -> bytes:
+    def _read_cleartext(self, n: int = -1) -> bytes:
         start = self._start
         buffered = self._end - start
         if not buffered:
@@ -625,7 +704,7 @@ class SecurePair:
             end = self._end
             self._start = self._end = 0
         data = bytes(self._view[start:end])
-        if self._conn.incoming_pending() and self._error is None and self._handshake_done:
+        if self._throttled and self._error is None:
             self._pump_in()
         return data
 
@@ -639,7 +718,7 @@ class SecurePair:
         self._start = start + count
         if self._start == self._end:
             self._start = self._end = 0
-        if self._conn.incoming_pending() and self._error is None and self._handshake_done:
+        if self._throttled and self._error is None:
             self._pump_in()
         return count
 
@@ -669,6 +748,7 @@ class SecurePair:
         except TLSError as exc:
             raise self._fail(exc) from None
         self._sent_close = True
+        self._refresh()
 
     def unwrap(self) -> bytes | None:
         """Return to plaintext: exchange close_notify and hand back what follows.
@@ -691,6 +771,7 @@ class SecurePair:
         trailing = bytes(self._trailing)
         if not self._unwrapped:
             self._unwrapped = True
+            self._refresh()
             self._events.append(Unwrapped(trailing_data=trailing))
         return trailing
 
@@ -808,12 +889,14 @@ class SecurePair:
 class EncryptedSide:
     """The network side of a pair: bytes from the peer in, bytes to it out."""
 
-    __slots__ = ("_pair",)
-
     def __init__(self, pair: SecurePair) -> None:
         self._pair = pair
+        # The hot calls go straight to the code that does the work: no
+        # extra Python frame per call (the methods below document them).
+        self.write = pair._feed  # type: ignore[method-assign]
+        self.read = pair._out.read  # type: ignore[method-assign]
 
-    def write(self, data: Buffer) -> int:
+    def write(self, data: Buffer) -> int:  # type: ignore[no-redef]
         """Feed bytes received from the network; returns how many were taken.
 
         ``write(b"")`` means the transport ended (as :meth:`write_eof`).
@@ -822,32 +905,32 @@ class EncryptedSide:
         ``pair.cleartext``.  Raises :class:`~securepair.errors.BufferFullError`
         if nothing could be taken.
         """
-        return self._pair._feed(memoryview(data))
+        return self._pair._feed(data)
 
     def write_eof(self) -> None:
         """The transport ended: EOF from the network."""
         self._pair._feed_eof()
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1) -> bytes:  # type: ignore[no-redef]
         """Remove and return up to ``n`` bytes to send (all if ``n < 0``);
         ``b""`` if there is nothing to send."""
-        return self._pair._conn.read_outgoing(n)
+        return self._pair._out.read(n)
 
     @property
     def pending(self) -> int:
         """Bytes waiting to be sent to the network."""
-        return self._pair._conn.outgoing_pending()
+        return self._pair._out.pending
 
 
 class CleartextSide:
     """The application side of a pair: data to protect in, peer's data out."""
 
-    __slots__ = ("_pair",)
-
     def __init__(self, pair: SecurePair) -> None:
         self._pair = pair
+        self.write = pair._write_cleartext  # type: ignore[method-assign]
+        self.read = pair._read_cleartext  # type: ignore[method-assign]
 
-    def write(self, data: Buffer) -> int:
+    def write(self, data: Buffer) -> int:  # type: ignore[no-redef]
         """Encrypt ``data`` for the peer; returns how many bytes were taken.
 
         Before the handshake completes, data is queued and sent after it.
@@ -856,7 +939,7 @@ class CleartextSide:
         """
         return self._pair._write_cleartext(data)
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1) -> bytes:  # type: ignore[no-redef]
         """Remove and return up to ``n`` decrypted bytes (all if ``n < 0``);
         ``b""`` if none are waiting."""
         return self._pair._read_cleartext(n)

@@ -8,7 +8,28 @@ return values and this package's typed errors, so the engine above never sees
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Protocol
+
+
+class ByteQueue(Protocol):
+    """The part of ``ssl.MemoryBIO`` the engine uses."""
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued."""
+        ...  # pragma: no cover
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        """Append bytes."""
+        ...  # pragma: no cover
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Remove and return up to ``size`` bytes (all if negative)."""
+        ...  # pragma: no cover
+
+    def write_eof(self) -> None:
+        """No more bytes will be written."""
+        ...  # pragma: no cover
 
 #: :meth:`TLSConnection.read_into` result: the peer's close_notify arrived.
 CLOSED = -1
@@ -26,30 +47,16 @@ class TLSConnection(abc.ABC):
     name: str
 
     # -- the network side -------------------------------------------------
+    #
+    # Two byte queues with the interface of ``ssl.MemoryBIO``: ``write()``,
+    # ``read(n=-1)``, ``pending`` and (incoming only) ``write_eof()``.  The
+    # engine touches them directly on its hot path, so on the stdlib they
+    # are the BIOs themselves and cost no Python frame.
 
-    @abc.abstractmethod
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes received from the network."""
-
-    @abc.abstractmethod
-    def feed_eof(self) -> None:
-        """The network side ended."""
-
-    @abc.abstractmethod
-    def incoming_pending(self) -> int:
-        """Received bytes not yet consumed by TLS."""
-
-    @abc.abstractmethod
-    def take_incoming(self) -> bytes:
-        """Remove and return the received bytes TLS has not consumed."""
-
-    @abc.abstractmethod
-    def outgoing_pending(self) -> int:
-        """Bytes waiting to be sent to the network."""
-
-    @abc.abstractmethod
-    def read_outgoing(self, n: int = -1) -> bytes:
-        """Remove and return up to ``n`` bytes to send (all if ``n < 0``)."""
+    #: Bytes received from the network, not yet consumed by TLS.
+    incoming: ByteQueue
+    #: Bytes waiting to be sent to the network.
+    outgoing: ByteQueue
 
     # -- TLS operations ---------------------------------------------------
 

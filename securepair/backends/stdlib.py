@@ -46,7 +46,8 @@ class StdlibConnection(TLSConnection):
         "_out",
         "_obj",
         "_read",
-        "_stash",
+        "incoming",
+        "outgoing",
         "_server_side",
         "_reported_session",
     )
@@ -59,8 +60,8 @@ class StdlibConnection(TLSConnection):
         server_hostname: str | None,
         session: Any = None,
     ) -> None:
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
+        self._in = self.incoming = ssl.MemoryBIO()
+        self._out = self.outgoing = ssl.MemoryBIO()
         self._server_side = server_side
         self._obj = context.wrap_bio(
             self._in,
@@ -70,37 +71,7 @@ class StdlibConnection(TLSConnection):
             session=session,
         )
         self._read = self._obj.read
-        # Outgoing bytes taken out of the BIO to look for an alert after an
-        # error; sent before anything newer.
-        self._stash = b""
         self._reported_session: Any = None
-
-    # -- the network side -------------------------------------------------
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._in.write(data)
-
-    def feed_eof(self) -> None:
-        self._in.write_eof()
-
-    def incoming_pending(self) -> int:
-        return self._in.pending
-
-    def take_incoming(self) -> bytes:
-        return self._in.read()
-
-    def outgoing_pending(self) -> int:
-        return len(self._stash) + self._out.pending
-
-    def read_outgoing(self, n: int = -1) -> bytes:
-        if self._stash:
-            data = self._stash + self._out.read()
-            if 0 <= n < len(data):
-                self._stash = data[n:]
-                return data[:n]
-            self._stash = b""
-            return data
-        return self._out.read(n) if n >= 0 else self._out.read()
 
     # -- TLS operations ---------------------------------------------------
 
@@ -160,10 +131,11 @@ class StdlibConnection(TLSConnection):
                 alert=peer_alert,
                 alert_sent=False,
             )
-        # Look at what we are about to send: before encryption starts, the
-        # alert is readable in the clear.
-        self._stash += self._out.read()
-        found = plaintext_alert(self._stash)
+        # Look at what we are about to send (and put it back): before
+        # encryption starts, the alert is readable in the clear.
+        pending = self._out.read()
+        self._out.write(pending)
+        found = plaintext_alert(pending)
         alert = found[0] if found else None
         if isinstance(exc, ssl.SSLCertVerificationError):
             verify_code = exc.verify_code

@@ -8,10 +8,9 @@ same message whichever one runs.
 from __future__ import annotations
 
 import enum
-from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, overload
+from typing import TYPE_CHECKING, NamedTuple, overload
 
 from ..errors import (
     BadRecordVersionError,
@@ -21,6 +20,9 @@ from ..errors import (
     RecordOverflowError,
     UnknownContentTypeError,
 )
+
+if TYPE_CHECKING:
+    from array import array
 
 #: Bytes in a record header: type (1), legacy version (2), length (2).
 HEADER_LENGTH = 5
@@ -229,8 +231,7 @@ def raise_scan_error(code: int, offset: int, value: int, max_length: int) -> Rec
         )
     if code == SCAN_RECORD_OVERFLOW:
         return RecordOverflowError(
-            f"record at offset {offset} is {value} bytes long, "
-            f"over the limit of {max_length}",
+            f"record at offset {offset} is {value} bytes long, over the limit of {max_length}",
             offset=offset,
             value=value,
         )
@@ -301,8 +302,7 @@ def raise_hello_error(code: int, value: int) -> ClientHelloError:
         )
     if code == HELLO_TOO_LONG:
         return ClientHelloError(
-            f"ClientHello declares {value} bytes, over the limit of "
-            f"{MAX_CLIENT_HELLO_LENGTH}",
+            f"ClientHello declares {value} bytes, over the limit of {MAX_CLIENT_HELLO_LENGTH}",
             code="too_long",
         )
     if code == HELLO_INTERLEAVED:
@@ -316,9 +316,7 @@ def raise_hello_error(code: int, value: int) -> ClientHelloError:
             code="overrun",
         )
     if code == HELLO_MALFORMED:
-        return ClientHelloError(
-            f"ClientHello {HELLO_FIELDS[value]} is malformed", code="malformed"
-        )
+        return ClientHelloError(f"ClientHello {HELLO_FIELDS[value]} is malformed", code="malformed")
     if code == HELLO_DUPLICATE_EXTENSION:
         return ClientHelloError(
             f"ClientHello repeats extension {value}", code="duplicate_extension"

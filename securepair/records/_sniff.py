@@ -36,7 +36,12 @@ _TEXT_RULES: tuple[tuple[str, str, re.Pattern[bytes]], ...] = tuple(
         ("ssh", "SSH", rb"SSH-\d"),
         ("ftp", "FTP", rb"220[ -][^\r\n]*FTP|(AUTH (TLS|SSL)|FEAT|PASV|SYST)\b"),
         ("smtp", "SMTP", rb"220[ -]|(EHLO|HELO|LHLO|MAIL FROM:|RCPT TO:)"),
-        ("imap", "IMAP", rb"\* (OK|PREAUTH|BYE)\b|[A-Z0-9.]{1,16} (CAPABILITY|LOGIN|STARTTLS|AUTHENTICATE|SELECT|LOGOUT|ID|NOOP)\b"),
+        (
+            "imap",
+            "IMAP",
+            rb"\* (OK|PREAUTH|BYE)\b"
+            rb"|[A-Z0-9.]{1,16} (CAPABILITY|LOGIN|STARTTLS|AUTHENTICATE|SELECT|LOGOUT|ID|NOOP)\b",
+        ),
         ("pop3", "POP3", rb"\+OK\b|-ERR\b|(CAPA|STLS|APOP)\b"),
         ("pop3-or-ftp", "POP3 or FTP", rb"(USER|PASS) "),
         ("nntp", "NNTP", rb"20[01] "),
@@ -61,23 +66,33 @@ class Sniff:
     label: str
 
 
+def _head(data: bytes | bytearray | memoryview, count: int) -> bytes:
+    # Bytes, not items: a memoryview of another format or shape is read as
+    # the bytes under it, as the framers read it.
+    if isinstance(data, memoryview) and (data.format != "B" or data.ndim != 1):
+        data = data.cast("B") if data.c_contiguous else data.tobytes()
+    return bytes(data[:count])
+
+
 def is_tls_start(data: bytes | bytearray | memoryview) -> bool:
     """True if ``data`` could begin a TLS record stream (checks two bytes)."""
-    if not data:
+    head = _head(data, 2)
+    if not head:
         return True
-    if not 20 <= data[0] <= 24:
+    if not 20 <= head[0] <= 24:
         return False
-    return len(data) < 2 or data[1] == 3
+    return len(head) < 2 or head[1] == 3
 
 
 def sniff(data: bytes | bytearray | memoryview) -> Sniff:
     """Classify the first bytes of a stream."""
-    head = bytes(data[:64])
+    head = _head(data, 64)
     if not head:
         return Sniff("empty", "nothing")
     if is_tls_start(head):
         return Sniff("tls", "TLS")
-    if head.startswith(_PROXY_V2_SIGNATURE[: len(head)]) and len(head) >= 4:
+    # Up to the NUL at least: a text peer may well start with blank lines.
+    if head.startswith(_PROXY_V2_SIGNATURE[: len(head)]) and len(head) >= 5:
         return Sniff("proxy-v2", "a PROXY protocol v2 header")
     if head.startswith(_PG_SSL_REQUEST[: len(head)]) and len(head) >= 4:
         return Sniff("postgres", "a PostgreSQL SSLRequest")
@@ -93,10 +108,15 @@ def sniff(data: bytes | bytearray | memoryview) -> Sniff:
     return Sniff("unknown", "unknown")
 
 
-def shown_bytes(data: bytes | bytearray | memoryview) -> bytes:
-    """The first bytes to show a user: up to the first newline, at most 32."""
-    head = bytes(data[:SHOWN_BYTES])
-    nl = head.find(b"\n")
+#: Kinds whose bytes are binary: a 0x0a in them is not the end of a line.
+_BINARY_KINDS = frozenset({"sslv2", "proxy-v2", "postgres", "unknown"})
+
+
+def shown_bytes(data: bytes | bytearray | memoryview, *, lines: bool = True) -> bytes:
+    """The first bytes to show a user: at most 32, and with ``lines`` (for
+    text protocols) only up to the first newline."""
+    head = _head(data, SHOWN_BYTES)
+    nl = head.find(b"\n") if lines else -1
     return head[: nl + 1] if nl >= 0 else head
 
 
@@ -110,7 +130,7 @@ def not_tls_error(data: bytes | bytearray | memoryview) -> NotTLSError | None:
     found = sniff(data)
     if found.kind in ("tls", "empty"):
         return None
-    first = shown_bytes(data)
+    first = shown_bytes(data, lines=found.kind not in _BINARY_KINDS)
     if found.kind == "sslv2":
         message = (
             "peer sent an SSL 2.0 ClientHello; SSL 2.0 and 3.0 are obsolete and "
@@ -126,10 +146,15 @@ def not_tls_error(data: bytes | bytearray | memoryview) -> NotTLSError | None:
     elif found.kind == "text":
         message = f"peer sent plaintext, not TLS: {first!r}"
     elif found.kind == "unknown":
-        message = (
-            f"peer did not send TLS (first byte 0x{first[0]:02x} is not a TLS "
-            f"record type): {first!r}"
-        )
+        if 20 <= first[0] <= 24:
+            # A record type byte, so it is the version that gave it away.
+            reason = (
+                f"record type 0x{first[0]:02x} is followed by version major "
+                f"0x{first[1]:02x}, not 0x03"
+            )
+        else:
+            reason = f"first byte 0x{first[0]:02x} is not a TLS record type"
+        message = f"peer did not send TLS ({reason}): {first!r}"
     else:
         message = f"peer sent plaintext, looks like {found.label}: {first!r}"
-    return NotTLSError(message, kind=found.kind, first_bytes=bytes(data[:SHOWN_BYTES]))
+    return NotTLSError(message, kind=found.kind, first_bytes=_head(data, SHOWN_BYTES))

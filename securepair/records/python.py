@@ -60,6 +60,11 @@ MAX_PLAINTEXT = 2**14
 
 def _as_bytes_view(buf: BufferLike) -> memoryview:
     mv = memoryview(buf)
+    if not mv.c_contiguous:
+        # A strided view (``mv[::2]``) has no flat bytes to read in place.
+        # It is rare enough that a copy is the right price; the C framer
+        # does the same.
+        return memoryview(mv.tobytes())
     if mv.format != "B" or mv.ndim != 1:
         mv = mv.cast("B")
     return mv

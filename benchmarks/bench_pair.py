@@ -1,0 +1,267 @@
+"""SecurePair against a bare ssl.SSLObject + MemoryBIO loop, in one process.
+
+The bare loop is written as fast as the stdlib allows: it reads into a
+reusable buffer, checks ``MemoryBIO.pending`` before reading so the common
+path raises no ``SSLWantReadError``, and hands the application what the
+pair's API hands it: one ``bytes`` object per delivery.
+
+    python benchmarks/bench_pair.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import trustme  # noqa: E402
+
+from benchmarks._util import Result, alternate, print_table  # noqa: E402
+from securepair import SecurePair, TLSConfig  # noqa: E402
+from securepair.events import SessionTicket  # noqa: E402
+
+MiB = 1 << 20
+
+
+class Certs:
+    def __init__(self) -> None:
+        self.ca = trustme.CA()
+        leaf = self.ca.issue_cert("localhost")
+        self.cert = leaf.cert_chain_pems[0].bytes()
+        self.key = leaf.private_key_pem.bytes()
+        self.ca_pem = self.ca.cert_pem.bytes()
+        self.server_config = TLSConfig(cert=self.cert, key=self.key)
+        self.client_config = TLSConfig(ca=self.ca_pem)
+        # The bare loop uses the very same contexts.
+        self.server_ctx = self.server_config.stdlib_context(server_side=True)
+        self.client_ctx = self.client_config.stdlib_context(server_side=False)
+
+
+# ----------------------------------------------------------------------
+# The bare loop
+
+
+class Bare:
+    """Two SSLObjects back to back, driven by hand."""
+
+    def __init__(self, certs: Certs, session: ssl.SSLSession | None = None) -> None:
+        self.ci, self.co, self.si, self.so = (ssl.MemoryBIO() for _ in range(4))
+        self.c = certs.client_ctx.wrap_bio(
+            self.ci, self.co, server_hostname="localhost", session=session
+        )
+        self.s = certs.server_ctx.wrap_bio(self.si, self.so, server_side=True)
+        self.buf = bytearray(2 * MiB)
+        self.view = memoryview(self.buf)
+
+    def handshake(self) -> None:
+        c_done = s_done = False
+        while not (c_done and s_done):
+            if not c_done:
+                try:
+                    self.c.do_handshake()
+                    c_done = True
+                except ssl.SSLWantReadError:
+                    pass
+            self.si.write(self.co.read())
+            if not s_done:
+                try:
+                    self.s.do_handshake()
+                    s_done = True
+                except ssl.SSLWantReadError:
+                    pass
+            self.ci.write(self.so.read())
+        # A real client processes what followed the handshake (TLS 1.3
+        # session tickets), as the pair does.
+        if self.ci.pending:
+            try:
+                self.c.read(1)
+            except ssl.SSLWantReadError:
+                pass
+
+    def deliver(self, obj: ssl.SSLObject, bio: ssl.MemoryBIO) -> bytes:
+        view = self.view
+        read = obj.read
+        end = 0
+        while bio.pending:
+            try:
+                end += read(16384, view[end:])
+            except ssl.SSLWantReadError:
+                break
+        return bytes(view[:end])
+
+
+def bare_bulk(certs: Certs, size: int, total: int) -> tuple[Bare, object]:
+    b = Bare(certs)
+    b.handshake()
+    chunk = b"x" * size
+
+    def run() -> float:
+        moved = 0
+        c_write, co_read, si_write = b.c.write, b.co.read, b.si.write
+        while moved < total:
+            c_write(chunk)
+            si_write(co_read())
+            moved += len(b.deliver(b.s, b.si))
+        return moved
+
+    return b, run
+
+
+def bare_pingpong(certs: Certs, count: int) -> object:
+    b = Bare(certs)
+    b.handshake()
+    msg = b"p" * 64
+
+    def run() -> float:
+        for _ in range(count):
+            b.c.write(msg)
+            b.si.write(b.co.read())
+            got = b.deliver(b.s, b.si)
+            b.s.write(got)
+            b.ci.write(b.so.read())
+            b.deliver(b.c, b.ci)
+        return count
+
+    return run
+
+
+def bare_handshakes(certs: Certs, count: int, resume: bool) -> object:
+    session = None
+    if resume:
+        b = Bare(certs)
+        b.handshake()
+        b.s.write(b"t")
+        b.ci.write(b.so.read())
+        b.deliver(b.c, b.ci)
+        session = b.c.session
+
+    def run() -> float:
+        for _ in range(count):
+            b = Bare(certs, session)
+            b.handshake()
+            if resume:
+                assert b.c.session_reused
+        return count
+
+    return run
+
+
+# ----------------------------------------------------------------------
+# The pair
+
+
+def pair_link(certs: Certs, session: object = None) -> tuple[SecurePair, SecurePair]:
+    c = SecurePair(
+        certs.client_config, server_side=False, server_hostname="localhost", session=session
+    )
+    s = SecurePair(certs.server_config, server_side=True)
+    while not (c.handshake_complete and s.handshake_complete):
+        s.encrypted.write(c.encrypted.read())
+        data = s.encrypted.read()
+        if data:
+            c.encrypted.write(data)
+    return c, s
+
+
+def pair_bulk(certs: Certs, size: int, total: int) -> object:
+    c, s = pair_link(certs)
+    chunk = b"x" * size
+
+    def run() -> float:
+        moved = 0
+        c_write, c_out = c.cleartext.write, c.encrypted.read
+        s_in, s_read = s.encrypted.write, s.cleartext.read
+        while moved < total:
+            c_write(chunk)
+            s_in(c_out())
+            moved += len(s_read())
+        s._events.clear()
+        return moved
+
+    return run
+
+
+def pair_pingpong(certs: Certs, count: int) -> object:
+    c, s = pair_link(certs)
+    msg = b"p" * 64
+
+    def run() -> float:
+        c_write, c_out, c_in, c_read = (
+            c.cleartext.write,
+            c.encrypted.read,
+            c.encrypted.write,
+            c.cleartext.read,
+        )
+        s_write, s_out, s_in, s_read = (
+            s.cleartext.write,
+            s.encrypted.read,
+            s.encrypted.write,
+            s.cleartext.read,
+        )
+        for _ in range(count):
+            c_write(msg)
+            s_in(c_out())
+            s_write(s_read())
+            c_in(s_out())
+            c_read()
+        c._events.clear()
+        s._events.clear()
+        return count
+
+    return run
+
+
+def pair_handshakes(certs: Certs, count: int, resume: bool) -> object:
+    session = None
+    if resume:
+        c, s = pair_link(certs)
+        s.cleartext.write(b"t")
+        c.encrypted.write(s.encrypted.read())
+        session = next(e.session for e in c.events() if isinstance(e, SessionTicket))
+
+    def run() -> float:
+        for _ in range(count):
+            c, _s = pair_link(certs, session)
+            if resume:
+                assert c.session_reused
+        return count
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> list[Result]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller runs (CI smoke)")
+    args = parser.parse_args(argv)
+    scale = 0.1 if args.quick else 1.0
+    rounds = 3 if args.quick else 7
+    certs = Certs()
+    results: list[Result] = []
+    for size in (16 * 1024, 64 * 1024, MiB):
+        total = int(64 * MiB * scale)
+        _, bare = bare_bulk(certs, size, total)
+        rates = alternate({"bare": bare, "pair": pair_bulk(certs, size, total)}, rounds)  # type: ignore[dict-item]
+        results.append(
+            Result(f"bulk {size // 1024} KiB writes", "MB/s", rates["pair"] / 1e6,
+                   rates["bare"] / 1e6, "bare SSLObject", 0.95)
+        )
+    count = int(20000 * scale)
+    rates = alternate({"bare": bare_pingpong(certs, count), "pair": pair_pingpong(certs, count)}, rounds)  # type: ignore[dict-item]
+    results.append(Result("ping-pong 64 B", "rt/s", rates["pair"], rates["bare"], "bare SSLObject", 0.6))
+    count = max(20, int(300 * scale))
+    for resume in (False, True):
+        rates = alternate(
+            {"bare": bare_handshakes(certs, count, resume), "pair": pair_handshakes(certs, count, resume)},  # type: ignore[dict-item]
+            rounds,
+        )
+        name = "resumed handshakes" if resume else "full handshakes"
+        results.append(Result(name, "/s", rates["pair"], rates["bare"], "bare SSLObject", 0.95))
+    print_table(results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
