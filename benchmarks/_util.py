@@ -24,14 +24,12 @@ class Result:
         return self.ours / self.anchor if self.anchor else float("nan")
 
 
-def alternate(
-    contenders: dict[str, Callable[[], float]], rounds: int = 5
-) -> dict[str, float]:
+def alternate(contenders: dict[str, Callable[[], float]], rounds: int = 5) -> dict[str, float]:
     """Run each contender ``rounds`` times, alternating, and return the median
     rate of each.  A contender returns the amount of work it did; the time
     is process CPU time, so the other core's load does not leak in."""
     rates: dict[str, list[float]] = {name: [] for name in contenders}
-    for name, run in contenders.items():  # warm-up round, not counted
+    for run in contenders.values():  # warm-up round, not counted
         run()
     for _ in range(rounds):
         for name, run in contenders.items():

@@ -11,17 +11,18 @@ pair's API hands it: one ``bytes`` object per delivery.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ssl
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import trustme  # noqa: E402
+import trustme
 
-from benchmarks._util import Result, alternate, print_table  # noqa: E402
-from securepair import SecurePair, TLSConfig  # noqa: E402
-from securepair.events import SessionTicket  # noqa: E402
+from benchmarks._util import Result, alternate, print_table
+from securepair import SecurePair, TLSConfig
+from securepair.events import SessionTicket
 
 MiB = 1 << 20
 
@@ -76,10 +77,8 @@ class Bare:
         # A real client processes what followed the handshake (TLS 1.3
         # session tickets), as the pair does.
         if self.ci.pending:
-            try:
+            with contextlib.suppress(ssl.SSLWantReadError):
                 self.c.read(1)
-            except ssl.SSLWantReadError:
-                pass
 
     def deliver(self, obj: ssl.SSLObject, bio: ssl.MemoryBIO) -> bytes:
         view = self.view
@@ -245,16 +244,29 @@ def main(argv: list[str] | None = None) -> list[Result]:
         _, bare = bare_bulk(certs, size, total)
         rates = alternate({"bare": bare, "pair": pair_bulk(certs, size, total)}, rounds)  # type: ignore[dict-item]
         results.append(
-            Result(f"bulk {size // 1024} KiB writes", "MB/s", rates["pair"] / 1e6,
-                   rates["bare"] / 1e6, "bare SSLObject", 0.95)
+            Result(
+                f"bulk {size // 1024} KiB writes",
+                "MB/s",
+                rates["pair"] / 1e6,
+                rates["bare"] / 1e6,
+                "bare SSLObject",
+                0.95,
+            )
         )
     count = int(20000 * scale)
-    rates = alternate({"bare": bare_pingpong(certs, count), "pair": pair_pingpong(certs, count)}, rounds)  # type: ignore[dict-item]
-    results.append(Result("ping-pong 64 B", "rt/s", rates["pair"], rates["bare"], "bare SSLObject", 0.6))
+    rates = alternate(
+        {"bare": bare_pingpong(certs, count), "pair": pair_pingpong(certs, count)}, rounds
+    )  # type: ignore[dict-item]
+    results.append(
+        Result("ping-pong 64 B", "rt/s", rates["pair"], rates["bare"], "bare SSLObject", 0.6)
+    )
     count = max(20, int(300 * scale))
     for resume in (False, True):
         rates = alternate(
-            {"bare": bare_handshakes(certs, count, resume), "pair": pair_handshakes(certs, count, resume)},  # type: ignore[dict-item]
+            {
+                "bare": bare_handshakes(certs, count, resume),
+                "pair": pair_handshakes(certs, count, resume),
+            },  # type: ignore[dict-item]
             rounds,
         )
         name = "resumed handshakes" if resume else "full handshakes"

@@ -10,8 +10,26 @@ from __future__ import annotations
 from . import events
 from ._version import __version__
 from .config import TLSConfig
-from .errors import *  # noqa: F403
-from .errors import __all__ as _errors_all
+from .errors import (
+    BadRecordVersionError,
+    BufferFullError,
+    CertificateVerificationError,
+    ClientHelloError,
+    ConfigError,
+    EmptyRecordError,
+    HandshakeNotCompleteError,
+    LocalProtocolError,
+    NotTLSError,
+    RaggedEOFError,
+    RecordError,
+    RecordOverflowError,
+    RemoteProtocolError,
+    SecurePairError,
+    TLSAlertReceivedError,
+    TLSError,
+    UnknownContentTypeError,
+    UnsupportedFeatureError,
+)
 from .events import NEED_DATA
 from .pair import PairState, SecurePair
 
@@ -22,5 +40,22 @@ __all__ = [
     "PairState",
     "NEED_DATA",
     "events",
-    *_errors_all,
+    "SecurePairError",
+    "LocalProtocolError",
+    "ConfigError",
+    "UnsupportedFeatureError",
+    "HandshakeNotCompleteError",
+    "BufferFullError",
+    "RemoteProtocolError",
+    "NotTLSError",
+    "RecordError",
+    "UnknownContentTypeError",
+    "BadRecordVersionError",
+    "RecordOverflowError",
+    "EmptyRecordError",
+    "ClientHelloError",
+    "RaggedEOFError",
+    "TLSError",
+    "TLSAlertReceivedError",
+    "CertificateVerificationError",
 ]

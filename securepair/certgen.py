@@ -68,7 +68,7 @@ def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
 def _validity(
     days: int, not_before: datetime.datetime | None
 ) -> tuple[datetime.datetime, datetime.datetime]:
-    start = not_before or (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5))
+    start = not_before or (datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5))
     return start, start + datetime.timedelta(days=days)
 
 

@@ -10,13 +10,14 @@ verification was off.
 from __future__ import annotations
 
 import datetime
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 #: Node's short names for the attributes of a distinguished name.
 _SHORT_NAMES = {
@@ -63,7 +64,7 @@ def _colon_hex(data: bytes) -> str:
 
 def _subject_alt_name(cert: x509.Certificate) -> str | None:
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return None
     parts: list[str] = []
@@ -130,7 +131,7 @@ def node_certificate(der: bytes) -> PeerCertificate:
     )
     info["valid_from"] = _node_time(cert.not_valid_before_utc)
     info["valid_to"] = _node_time(cert.not_valid_after_utc)
-    info["fingerprint"] = _colon_hex(cert.fingerprint(hashes.SHA1()))  # noqa: S303
+    info["fingerprint"] = _colon_hex(cert.fingerprint(hashes.SHA1()))
     info["fingerprint256"] = _colon_hex(cert.fingerprint(hashes.SHA256()))
     info["fingerprint512"] = _colon_hex(cert.fingerprint(hashes.SHA512()))
     try:
@@ -148,7 +149,7 @@ def node_certificate_chain(chain: Sequence[bytes]) -> PeerCertificate:
     """The leaf of ``chain`` with ``issuerCertificate`` links, as Node's
     ``getPeerCertificate(true)``.  A self-signed top links to itself."""
     certs = [node_certificate(der) for der in chain]
-    for child, parent in zip(certs, certs[1:], strict=False):
+    for child, parent in itertools.pairwise(certs):
         child["issuerCertificate"] = parent
     if certs:
         top = certs[-1]

@@ -206,6 +206,19 @@ class TLSConfig:
     allow_ragged_eof: bool = False
     #: Append NSS key log lines to this file (for Wireshark).  Debugging only.
     keylog_filename: str | None = None
+    #: ``keylog_callback(line)`` gets each NSS key log line (bytes, no
+    #: newline) as secrets are made: Node's ``keylog`` event (pyOpenSSL).
+    keylog_callback: Callable[[bytes], None] | None = None
+    #: Server: the OCSP response to staple, or ``ocsp_staple(server_name)``
+    #: returning it (or ``None``) per handshake (pyOpenSSL).
+    ocsp_staple: bytes | Callable[[str | None], bytes | None] | None = None
+    #: Client: ask the server for a stapled OCSP response; it arrives as an
+    #: :class:`~securepair.events.OCSPResponse` event (pyOpenSSL).
+    request_ocsp: bool = False
+    #: Allow TLS 1.2 renegotiation (``pair.renegotiate()`` and the peer's).
+    #: Off by default: renegotiation is a source of attacks and of hangs
+    #: (pyOpenSSL).
+    allow_renegotiation: bool = False
     #: Limit in bytes for each of the pair's buffers: cleartext waiting to be
     #: read or encrypted, ciphertext waiting to be sent or decrypted.
     buffer_limit: int = 1 << 20
@@ -252,9 +265,7 @@ class TLSConfig:
                 raise ConfigError("alpn_protocols", "must be a list of names, not one string")
             for name in self.alpn_protocols:
                 if not isinstance(name, str) or not 0 < len(name.encode()) < 256:
-                    raise ConfigError(
-                        "alpn_protocols", f"{name!r} is not a name of 1 to 255 bytes"
-                    )
+                    raise ConfigError("alpn_protocols", f"{name!r} is not a name of 1 to 255 bytes")
         if self.key is not None and self.cert is None:
             raise ConfigError("cert", "key is set but cert is missing")
         if self.cert is not None:
@@ -266,11 +277,7 @@ class TLSConfig:
                 )
             self._cache["pem"] = (cert_pem, key_pem)
         if self.ca is not None:
-            sources = (
-                [self.ca]
-                if isinstance(self.ca, str | bytes | os.PathLike)
-                else list(self.ca)
-            )
+            sources = [self.ca] if isinstance(self.ca, str | bytes | os.PathLike) else list(self.ca)
             if not sources:
                 raise ConfigError("ca", "is an empty list; pass None for the system CAs")
             self._cache["ca"] = b"\n".join(_read_source("ca", s) for s in sources)
@@ -292,10 +299,10 @@ class TLSConfig:
         # Build both contexts now so a bad key, a key that does not match its
         # certificate or a cipher string OpenSSL rejects fails here, naming
         # the option, rather than at the first connection.
-        if self.resolved_backend() == "stdlib":
-            if self.cert is not None:
-                self.stdlib_context(server_side=True)
-            self.stdlib_context(server_side=False)
+        backend = self.resolved_backend()
+        if self.cert is not None:
+            self.backend_context(backend, server_side=True)
+        self.backend_context(backend, server_side=False)
 
     # ------------------------------------------------------------------
     # Backend choice
@@ -307,20 +314,51 @@ class TLSConfig:
             needs.append("reject_unauthorized=False (verify but don't reject)")
         if self.session_id_context is not None:
             needs.append("session_id_context")
+        if self.keylog_callback is not None:
+            needs.append("keylog_callback")
+        if self.ocsp_staple is not None:
+            needs.append("ocsp_staple")
+        if self.request_ocsp:
+            needs.append("request_ocsp")
+        if self.allow_renegotiation:
+            needs.append("allow_renegotiation")
         return needs
 
     def resolved_backend(self) -> str:
         """The backend this config uses, with ``"auto"`` decided."""
+        cached = self._cache.get("backend")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         needs = self.needed_features()
         if self.backend == "auto":
-            return "pyopenssl" if needs else "stdlib"
-        if self.backend == "stdlib" and needs:
+            chosen = "pyopenssl" if needs else "stdlib"
+        elif self.backend == "stdlib" and needs:
             raise UnsupportedFeatureError(
                 needs[0].split("=")[0].split(" ")[0],
                 f"{needs[0]} is not available on backend 'stdlib' (ssl.SSLObject); "
                 "use backend='pyopenssl' or 'auto'",
             )
-        return self.backend
+        else:
+            chosen = self.backend
+        self._cache["backend"] = chosen
+        return chosen
+
+    def backend_context(self, backend: str, *, server_side: bool) -> Any:
+        """The context of ``backend`` for one role (built once)."""
+        if backend == "stdlib":
+            return self.stdlib_context(server_side=server_side)
+        return self.pyopenssl_context(server_side=server_side)
+
+    def pyopenssl_context(self, *, server_side: bool) -> Any:
+        """The ``OpenSSL.SSL.Context`` for one role, built once and shared."""
+        key = ("pyopenssl", server_side)
+        ctx = self._cache.get(key)
+        if ctx is None:
+            from .pyopenssl_config import build_context
+
+            ctx = build_context(self, server_side)
+            self._cache[key] = ctx
+        return ctx
 
     # ------------------------------------------------------------------
     # SNI
@@ -334,7 +372,6 @@ class TLSConfig:
         if config.cert is None:
             raise ConfigError("add_context", f"the config for {hostname!r} has no cert")
         self._sni_contexts.append((hostname, config))
-        self._cache.pop(("stdlib", True), None)
 
     def config_for_server_name(self, server_name: str) -> TLSConfig | ssl.SSLContext | None:
         """The config to serve for an SNI name: ``sni_callback`` first, then
@@ -362,7 +399,7 @@ class TLSConfig:
         if ctx is None:
             ctx = self._build_stdlib_context(server_side)
             self._cache[key] = ctx
-        return ctx  # type: ignore[no-any-return]
+        return ctx
 
     def _build_stdlib_context(self, server_side: bool) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
@@ -442,5 +479,5 @@ class TLSConfig:
                 sslobj.context = chosen
         except Exception as exc:  # the application's callback failed
             sslobj._securepair_sni_error = exc  # type: ignore[attr-defined]
-            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR  # type: ignore[attr-defined,no-any-return]
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
         return None

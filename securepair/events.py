@@ -8,8 +8,8 @@ changed; the bytes themselves are read from ``pair.cleartext`` and
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .certinfo import PeerCertificate, node_certificate
@@ -24,6 +24,7 @@ __all__ = [
     "AlertReceived",
     "AlertSent",
     "Unwrapped",
+    "OCSPResponse",
     "NEED_DATA",
     "NeedData",
 ]
@@ -144,6 +145,15 @@ class Unwrapped(Event):
     #: Bytes that followed the peer's close_notify (plaintext of the next
     #: protocol phase).  Also in ``pair.trailing_data``.
     trailing_data: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OCSPResponse(Event):
+    """The server's stapled OCSP response (client side, when the config
+    set ``request_ocsp=True``).  Reported right after the handshake."""
+
+    #: The DER OCSPResponse, or ``None`` if the server stapled none.
+    response: bytes | None
 
 
 class NeedData:

@@ -73,9 +73,10 @@ import enum
 import ssl
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .backends.base import CLOSED, EOF, WANT_READ, TLSConnection
+from .backends.stdlib import StdlibConnection
 from .certinfo import PeerCertificate, node_certificate, node_certificate_chain
 from .config import TLSConfig
 from .errors import (
@@ -87,7 +88,6 @@ from .errors import (
     SecurePairError,
     TLSAlertReceivedError,
     TLSError,
-    UnsupportedFeatureError,
 )
 from .events import (
     NEED_DATA,
@@ -98,16 +98,15 @@ from .events import (
     Event,
     HandshakeComplete,
     NeedData,
+    OCSPResponse,
     RaggedEOF,
     SessionTicket,
     Unwrapped,
 )
 from .records import is_tls_start, not_tls_error
 
-if TYPE_CHECKING:
-    from collections.abc import Buffer  # pragma: no cover
-else:
-    Buffer = bytes | bytearray | memoryview
+#: What the write methods accept.
+Buffer = bytes | bytearray | memoryview
 
 __all__ = ["SecurePair", "PairState", "ALLOWED"]
 
@@ -158,7 +157,8 @@ ALLOWED: dict[PairState, frozenset[str]] = {
     _S.ERROR: frozenset({"close"}),
 }
 
-class _DataMarker:
+
+class _DataMarker(Event):
     """Queued in place of a CleartextAvailable event; the event is made when
     the application asks for it, so a stream the application reads without
     looking at events costs no object per record batch."""
@@ -183,33 +183,26 @@ def _make_connection(
     session: Any,
 ) -> TLSConnection:
     if isinstance(config, ssl.SSLContext):
-        from .backends.stdlib import StdlibConnection
-
         return StdlibConnection(
             config, server_side=server_side, server_hostname=server_hostname, session=session
         )
     if isinstance(config, TLSConfig):
-        backend = config.resolved_backend()
-        if backend == "stdlib":
-            from .backends.stdlib import StdlibConnection
-
+        if config.resolved_backend() == "stdlib":
             return StdlibConnection(
                 config.stdlib_context(server_side=server_side),
                 server_side=server_side,
                 server_hostname=server_hostname,
                 session=session,
             )
-        from .backends import pyopenssl
+    elif type(config).__module__ != "OpenSSL.SSL":
+        raise ConfigError(
+            "config",
+            "expected a TLSConfig, ssl.SSLContext or OpenSSL.SSL.Context, "
+            f"not {type(config).__name__}",
+        )
+    from .pyopenssl_config import make_connection
 
-        return pyopenssl.make_connection(config, server_side, server_hostname, session)
-    from .backends import pyopenssl
-
-    if pyopenssl.is_context(config):
-        return pyopenssl.make_connection(config, server_side, server_hostname, session)
-    raise ConfigError(
-        "config",
-        f"expected a TLSConfig, ssl.SSLContext or OpenSSL.SSL.Context, not {type(config).__name__}",
-    )
+    return make_connection(config, server_side, server_hostname, session)
 
 
 class SecurePair:
@@ -235,11 +228,13 @@ class SecurePair:
         if isinstance(config, TLSConfig):
             self._limit = config.buffer_limit
             self._allow_ragged_eof = config.allow_ragged_eof
+            self._request_ocsp = config.request_ocsp
             if server_hostname is None and not server_side:
                 server_hostname = config.servername
         else:
             self._limit = TLSConfig.buffer_limit
             self._allow_ragged_eof = False
+            self._request_ocsp = False
         self.server_side = server_side
         try:
             self._conn = _make_connection(config, server_side, server_hostname, session)
@@ -254,6 +249,7 @@ class SecurePair:
         self.backend: str = self._conn.name
         self._in = self._conn.incoming
         self._out = self._conn.outgoing
+        self._alerts = self._conn.alerts
         self.encrypted = EncryptedSide(self)
         self.cleartext = CleartextSide(self)
         self._events: deque[Event] = deque()
@@ -350,7 +346,9 @@ class SecurePair:
         """Enter ERROR; the caller raises what this returns."""
         self._error = error
         self._refresh()
-        if isinstance(error, TLSError) and error.alert:
+        if self._conn.reports_alerts:
+            self._drain_alerts()
+        elif isinstance(error, TLSError) and error.alert:
             if isinstance(error, TLSAlertReceivedError):
                 self._events.append(AlertReceived(description=error.alert, fatal=True))
             elif error.alert_sent:
@@ -360,6 +358,19 @@ class SecurePair:
         if leftover:
             self._trailing += leftover
         return error
+
+    def _drain_alerts(self) -> None:
+        """Turn the alerts the backend saw into events (close_notify has its
+        own event)."""
+        alerts = self._alerts
+        for description, fatal, sent in alerts:
+            if description == "close_notify":
+                continue
+            if sent:
+                self._events.append(AlertSent(description=description, fatal=fatal))
+            else:
+                self._events.append(AlertReceived(description=description, fatal=fatal))
+        alerts.clear()
 
     # ------------------------------------------------------------------
     # Events
@@ -402,6 +413,8 @@ class SecurePair:
                 incoming.write(data)
                 self._bytes_received += size
                 self._pump_in()
+                if self._alerts:
+                    self._drain_alerts()
                 return size
         elif not self._can_feed:
             self._check("feed")
@@ -436,10 +449,10 @@ class SecurePair:
             incoming.write(piece)
             taken += len(piece)
             self._bytes_received += len(piece)
-            if self._handshake_done:
+            if self._handshake_done or self._step_handshake():
                 self._pump_in()
-            elif self._step_handshake():
-                self._pump_in()
+        if self._alerts:
+            self._drain_alerts()
         if not taken:
             raise BufferFullError(
                 "encrypted input is not being consumed: read pair.cleartext first",
@@ -448,7 +461,7 @@ class SecurePair:
             )
         return taken
 
-    def _check_first_bytes(self, data: memoryview) -> None:
+    def _check_first_bytes(self, data: bytes | memoryview) -> None:
         head = self._first_bytes + bytes(data[:32])
         if len(head) >= 2:
             self._tls_seen = True
@@ -514,7 +527,11 @@ class SecurePair:
             session_reused=conn.session_reused(),
         )
         self._handshake_event = event
+        if self._alerts:
+            self._drain_alerts()
         self._events.append(event)
+        if self._request_ocsp and not self.server_side:
+            self._events.append(OCSPResponse(response=conn.ocsp_response))
         if not self.server_side:
             # A TLS 1.2 session exists once the handshake is done.  TLS 1.3
             # tickets come after it, in the first records the server sends
@@ -557,8 +574,7 @@ class SecurePair:
                 self._make_room(free if free < MAX_RECORD_PLAINTEXT else MAX_RECORD_PLAINTEXT)
                 end = self._end
                 room = len(self._buf) - end
-            if room > free:
-                room = free
+            room = min(room, free)
             try:
                 count = read_into(self._view[end : end + room])
             except TLSError as exc:
@@ -709,7 +725,7 @@ class SecurePair:
         return data
 
     def _readinto_cleartext(self, buffer: Buffer) -> int:
-        target = memoryview(buffer).cast("B")  # type: ignore[arg-type]
+        target = memoryview(buffer).cast("B")
         start = self._start
         count = min(len(target), self._end - start)
         if not count:
@@ -788,12 +804,50 @@ class SecurePair:
         return self._bytes_received
 
     def renegotiate(self) -> None:
-        """Start a TLS 1.2 renegotiation (pyOpenSSL backend only)."""
-        raise UnsupportedFeatureError(
-            "renegotiate",
-            f"renegotiation is not available on backend {self.backend!r}; "
-            "use backend='pyopenssl'",
-        )
+        """Start a TLS 1.2 renegotiation, Node's ``renegotiate()``.
+
+        pyOpenSSL backend with ``allow_renegotiation=True`` only; the new
+        handshake runs as bytes flow.  TLS 1.3 has no renegotiation.
+        """
+        conn = self._details("renegotiate")
+        if self.state is not _S.OPEN:
+            raise LocalProtocolError(f"cannot renegotiate in state {self.state.value}")
+        try:
+            conn.renegotiate()
+        except TLSError as exc:
+            raise self._fail(exc) from None
+
+    def disable_renegotiation(self) -> None:
+        """Refuse any further renegotiation, Node's ``disableRenegotiation()``
+        (pyOpenSSL backend; the stdlib backend always refuses)."""
+        if self.backend == "stdlib":
+            return
+        self._conn.disable_renegotiation()
+
+    def export_keying_material(
+        self, label: bytes | str, length: int, context: bytes | None = None
+    ) -> bytes:
+        """Derive ``length`` bytes from the session secrets (RFC 5705,
+        RFC 8446 7.5); both sides get the same bytes for the same label and
+        context.  pyOpenSSL backend."""
+        conn = self._details("export_keying_material")
+        if isinstance(label, str):
+            label = label.encode("ascii")
+        return conn.export_keying_material(label, length, context)
+
+    def finished(self) -> tuple[bytes | None, bytes | None]:
+        """(our Finished, the peer's Finished) verify_data.  pyOpenSSL backend."""
+        return self._details("finished").finished()
+
+    def channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
+        """Channel binding data: ``"tls-unique"`` (RFC 5929, TLS 1.2 only;
+        ``None`` on TLS 1.3) or ``"tls-exporter"`` (RFC 9266, pyOpenSSL)."""
+        conn = self._details("channel_binding")
+        if cb_type == "tls-unique":
+            return conn.tls_unique()
+        if cb_type == "tls-exporter":
+            return conn.export_keying_material(b"EXPORTER-Channel-Binding", 32, b"")
+        raise ValueError(f"unknown channel binding type {cb_type!r}")
 
     # ------------------------------------------------------------------
     # Details, available once the handshake is complete
@@ -894,9 +948,9 @@ class EncryptedSide:
         # The hot calls go straight to the code that does the work: no
         # extra Python frame per call (the methods below document them).
         self.write = pair._feed  # type: ignore[method-assign]
-        self.read = pair._out.read  # type: ignore[method-assign]
+        self.read = pair._out.read  # type: ignore[method-assign,assignment]
 
-    def write(self, data: Buffer) -> int:  # type: ignore[no-redef]
+    def write(self, data: Buffer) -> int:
         """Feed bytes received from the network; returns how many were taken.
 
         ``write(b"")`` means the transport ended (as :meth:`write_eof`).
@@ -911,7 +965,7 @@ class EncryptedSide:
         """The transport ended: EOF from the network."""
         self._pair._feed_eof()
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[no-redef]
+    def read(self, n: int = -1) -> bytes:
         """Remove and return up to ``n`` bytes to send (all if ``n < 0``);
         ``b""`` if there is nothing to send."""
         return self._pair._out.read(n)
@@ -930,7 +984,7 @@ class CleartextSide:
         self.write = pair._write_cleartext  # type: ignore[method-assign]
         self.read = pair._read_cleartext  # type: ignore[method-assign]
 
-    def write(self, data: Buffer) -> int:  # type: ignore[no-redef]
+    def write(self, data: Buffer) -> int:
         """Encrypt ``data`` for the peer; returns how many bytes were taken.
 
         Before the handshake completes, data is queued and sent after it.
@@ -939,7 +993,7 @@ class CleartextSide:
         """
         return self._pair._write_cleartext(data)
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[no-redef]
+    def read(self, n: int = -1) -> bytes:
         """Remove and return up to ``n`` decrypted bytes (all if ``n < 0``);
         ``b""`` if none are waiting."""
         return self._pair._read_cleartext(n)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import abc
 from typing import Any, Protocol
 
+from ..errors import UnsupportedFeatureError
+
 
 class ByteQueue(Protocol):
     """The part of ``ssl.MemoryBIO`` the engine uses."""
@@ -30,6 +32,7 @@ class ByteQueue(Protocol):
     def write_eof(self) -> None:
         """No more bytes will be written."""
         ...  # pragma: no cover
+
 
 #: :meth:`TLSConnection.read_into` result: the peer's close_notify arrived.
 CLOSED = -1
@@ -116,7 +119,56 @@ class TLSConnection(abc.ABC):
     def session_reused(self) -> bool:
         """True if the handshake resumed a session."""
 
-    @abc.abstractmethod
-    def new_session(self) -> Any:
-        """A resumable session the client has not been told about yet, or
-        None.  Cheap enough to call after every batch of input."""
+    # -- features only some backends have -------------------------------------
+    #
+    # The defaults refuse, naming the backend that can; a backend that has
+    # the feature overrides the method.
+
+    #: True if :attr:`alerts` receives every alert sent and received.
+    reports_alerts = False
+    #: (description, fatal, sent) for each alert, when ``reports_alerts``.
+    alerts: list[tuple[str, bool, bool]]
+    #: The stapled OCSP response the server sent (client side), if asked for.
+    ocsp_response: bytes | None = None
+
+    def _unsupported(self, feature: str) -> UnsupportedFeatureError:
+        return UnsupportedFeatureError(
+            feature,
+            f"{feature} is not available on backend {self.name!r}; use backend='pyopenssl'",
+        )
+
+    def export_keying_material(
+        self, label: bytes, length: int, context: bytes | None = None
+    ) -> bytes:
+        """RFC 5705 keying material exporter."""
+        raise self._unsupported("export_keying_material")
+
+    def finished(self) -> tuple[bytes | None, bytes | None]:
+        """(our Finished, the peer's Finished) verify_data."""
+        raise self._unsupported("finished")
+
+    def tls_unique(self) -> bytes | None:
+        """The ``tls-unique`` channel binding (RFC 5929), TLS 1.2 only."""
+        ours, theirs = self.finished()
+        if self.version() != "TLSv1.2":
+            return None
+        # The first Finished of the handshake: the client's in a full
+        # handshake, the server's in a resumption.
+        client_first = not self.session_reused()
+        mine_first = client_first != self.is_server
+        return ours if mine_first else theirs
+
+    #: True for the server side of a connection.
+    is_server: bool = False
+
+    def renegotiate(self) -> None:
+        """Start a TLS 1.2 renegotiation."""
+        raise self._unsupported("renegotiate")
+
+    def disable_renegotiation(self) -> None:
+        """Refuse renegotiation from now on."""
+        raise self._unsupported("disable_renegotiation")
+
+    def unverified_chain_der(self) -> list[bytes] | None:
+        """The chain as the peer sent it, leaf first, if the backend can tell."""
+        return self.peer_chain_der()

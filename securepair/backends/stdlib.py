@@ -41,17 +41,6 @@ class StdlibConnection(TLSConnection):
 
     name = "stdlib"
 
-    __slots__ = (
-        "_in",
-        "_out",
-        "_obj",
-        "_read",
-        "incoming",
-        "outgoing",
-        "_server_side",
-        "_reported_session",
-    )
-
     def __init__(
         self,
         context: ssl.SSLContext,
@@ -71,7 +60,8 @@ class StdlibConnection(TLSConnection):
             session=session,
         )
         self._read = self._obj.read
-        self._reported_session: Any = None
+        self.alerts: list[tuple[str, bool, bool]] = []
+        self.is_server = server_side
 
     # -- TLS operations ---------------------------------------------------
 
@@ -86,7 +76,7 @@ class StdlibConnection(TLSConnection):
 
     def read_into(self, view: memoryview) -> int:
         try:
-            count = self._read(len(view), view)
+            count: int = self._read(len(view), view)  # type: ignore[assignment]
         except _WantRead:
             return WANT_READ
         except _ZeroReturn:
@@ -125,7 +115,7 @@ class StdlibConnection(TLSConnection):
         peer_alert = received_alert(reason)
         if peer_alert is not None:
             return TLSAlertReceivedError(
-                f"peer sent a fatal {peer_alert} alert ({exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else reason})",
+                f"peer sent a fatal {peer_alert} alert ({reason})",
                 library=library,
                 reason=reason,
                 alert=peer_alert,
@@ -154,7 +144,9 @@ class StdlibConnection(TLSConnection):
         message = f"TLS failed: {detail}"
         if alert:
             message += f" (sent {alert} alert)"
-        return TLSError(message, library=library, reason=reason, alert=alert, alert_sent=bool(alert))
+        return TLSError(
+            message, library=library, reason=reason, alert=alert, alert_sent=bool(alert)
+        )
 
     # -- details ----------------------------------------------------------
 
@@ -205,13 +197,7 @@ class StdlibConnection(TLSConnection):
     def session_reused(self) -> bool:
         return self._obj.session_reused
 
-    def new_session(self) -> Any:
-        found = self._obj.session
-        if found is None or not (found.has_ticket or found.id):
+    def tls_unique(self) -> bytes | None:
+        if self._obj.version() != "TLSv1.2":
             return None
-        if self._reported_session is not None and found == self._reported_session:
-            return None
-        if found.has_ticket is False and self._obj.version() == "TLSv1.3":
-            return None
-        self._reported_session = found
-        return found
+        return self._obj.get_channel_binding("tls-unique")

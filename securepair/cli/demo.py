@@ -81,5 +81,7 @@ def run_demo(max_version: str | None = None, out: object = None) -> int:
         if not moved or rounds > 20:
             break
     elapsed = time.perf_counter() - started
-    print(f"\nclient state {client.state.value}, server state {server.state.value}; {elapsed:.2f} s")
+    print(
+        f"\nclient state {client.state.value}, server state {server.state.value}; {elapsed:.2f} s"
+    )
     return 0

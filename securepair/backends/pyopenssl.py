@@ -1,0 +1,391 @@
+"""The pyOpenSSL backend: ``OpenSSL.SSL.Connection(context, None)``.
+
+With no socket, a pyOpenSSL connection keeps its records in two memory BIOs:
+``bio_write()`` feeds the incoming one, ``bio_read()`` drains the outgoing
+one, ``recv_into()`` and ``send()`` move cleartext.  Its wheels bundle their
+own (newer) OpenSSL, so this backend is also a second OpenSSL version.
+
+What it gives that ``ssl.SSLObject`` cannot:
+
+* verify-but-don't-reject: a verify callback that records OpenSSL's verdict
+  (Node's ``authorizationError``) and lets the handshake go on;
+* the peer's full chain and the verified chain;
+* RFC 5705 keying material export, the Finished messages;
+* key log lines through a callback, OCSP stapling on both sides;
+* TLS 1.2 renegotiation on request;
+* every alert, sent or received, from OpenSSL's info callback;
+* cheap sessions: no DER round trip to read one.
+
+Two things pyOpenSSL does not expose are reached through its cffi binding:
+the number of bytes waiting in each memory BIO (``BIO_get_mem_data``) and
+reading back the unconsumed bytes of the incoming BIO (``BIO_read``), which
+``unwrap()`` needs to return the bytes that followed close_notify.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+
+from ..alerts import ALERT_NAMES, received_alert, sent_alert_for_reason
+from ..errors import CertificateVerificationError, TLSAlertReceivedError, TLSError
+from ..verify_codes import VERIFICATION_DISABLED, VERIFY_ALERTS, node_code
+from .base import CLOSED, EOF, WANT_READ, TLSConnection
+
+_WantRead = SSL.WantReadError
+_ZeroReturn = SSL.ZeroReturnError
+_SysCallError = SSL.SysCallError
+_Error = SSL.Error
+
+_SSL_CB_ALERT = _lib.SSL_CB_ALERT
+_SSL_CB_READ = _lib.SSL_CB_READ
+_SSL_CB_WRITE = _lib.SSL_CB_WRITE
+
+#: X509_V_ERR_HOSTNAME_MISMATCH / X509_V_ERR_IP_ADDRESS_MISMATCH.
+HOSTNAME_MISMATCH = 62
+IP_ADDRESS_MISMATCH = 64
+
+
+def is_context(obj: object) -> bool:
+    """True if ``obj`` is an ``OpenSSL.SSL.Context``."""
+    return isinstance(obj, SSL.Context)
+
+
+class _BioQueue:
+    """One of a pyOpenSSL connection's memory BIOs, as a ``MemoryBIO``."""
+
+    __slots__ = ("_bio", "_conn", "_incoming")
+
+    def __init__(self, conn: SSL.Connection, incoming: bool) -> None:
+        self._conn = conn
+        self._incoming = incoming
+        self._bio = conn._into_ssl if incoming else conn._from_ssl
+
+    @property
+    def pending(self) -> int:
+        return int(_lib.BIO_get_mem_data(self._bio, _ffi.NULL))
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        if type(data) is not bytes:
+            data = bytes(data)
+        return self._conn.bio_write(data)
+
+    def read(self, size: int = -1, /) -> bytes:
+        available = self.pending
+        if size < 0 or size > available:
+            size = available
+        if not size:
+            return b""
+        if not self._incoming:
+            return self._conn.bio_read(size)
+        buffer = _ffi.new("char[]", size)
+        count = _lib.BIO_read(self._bio, buffer, size)
+        return bytes(_ffi.buffer(buffer, max(count, 0)))
+
+    def write_eof(self) -> None:
+        self._conn.bio_shutdown()
+
+
+def _reason(exc: BaseException) -> tuple[str | None, str | None]:
+    """(library, REASON_CODE) from a pyOpenSSL error, in the stdlib's
+    spelling (``"WRONG_VERSION_NUMBER"``)."""
+    args = exc.args[0] if exc.args else None
+    if isinstance(args, list) and args:
+        entry = args[0]
+        if isinstance(entry, tuple) and len(entry) == 3:
+            library, _func, reason = entry
+            return library or None, reason.upper().replace(" ", "_") if reason else None
+    return None, None
+
+
+class PyOpenSSLConnection(TLSConnection):
+    """A TLS connection driven through ``OpenSSL.SSL.Connection``."""
+
+    name = "pyopenssl"
+
+    def __init__(
+        self,
+        context: SSL.Context,
+        *,
+        server_side: bool,
+        server_hostname: str | None,
+        session: Any = None,
+        reject_unauthorized: bool = True,
+        verify_hostname: bool = True,
+        watch_alerts: bool = False,
+    ) -> None:
+        conn = SSL.Connection(context, None)
+        self._conn = conn
+        self._server_side = server_side
+        self.is_server = server_side
+        self._hostname = server_hostname
+        self._reject = reject_unauthorized
+        #: (X509_V_ERR number, depth) of the first verification failure.
+        self.verify_error: tuple[int, int] | None = None
+        #: Alerts seen by the info callback: (description, fatal, sent).
+        self.alerts: list[tuple[str, bool, bool]] = []
+        #: True if the context reports alerts through our info callback.
+        self.reports_alerts = watch_alerts
+        self.ocsp_response = None
+        #: The SNI name the client asked for (server side, set by the
+        #: context's servername callback).
+        self.requested_server_name: str | None = None
+        #: An exception raised by an application callback during the
+        #: handshake, re-raised as the cause of the failure.
+        self.callback_error: BaseException | None = None
+        conn.set_app_data(self)
+        if server_side:
+            conn.set_accept_state()
+        else:
+            conn.set_connect_state()
+            if server_hostname:
+                try:
+                    ipaddress.ip_address(server_hostname)
+                    self._hostname_is_ip = True
+                except ValueError:
+                    self._hostname_is_ip = False
+                    conn.set_tlsext_host_name(server_hostname.encode("idna"))
+                    if verify_hostname:
+                        param = _lib.SSL_get0_param(conn._ssl)
+                        _lib.X509_VERIFY_PARAM_set1_host(param, server_hostname.encode("idna"), 0)
+            if session is not None:
+                conn.set_session(session)
+        self.incoming = _BioQueue(conn, True)
+        self.outgoing = _BioQueue(conn, False)
+        self._recv_into = conn.recv_into
+
+    # -- TLS operations ---------------------------------------------------
+
+    def do_handshake(self) -> bool:
+        try:
+            self._conn.do_handshake()
+        except _WantRead:
+            return False
+        except _Error as exc:
+            raise self._translate(exc) from exc
+        return True
+
+    def read_into(self, view: memoryview) -> int:
+        try:
+            return self._recv_into(view, len(view))
+        except _WantRead:
+            return WANT_READ
+        except _ZeroReturn:
+            return CLOSED
+        except _SysCallError as exc:
+            if exc.args and exc.args[0] == -1:
+                return EOF
+            raise self._translate(exc) from exc
+        except _Error as exc:
+            raise self._translate(exc) from exc
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self._send_all(data)
+        except _Error as exc:
+            raise self._translate(exc) from exc
+
+    def _send_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        send = self._conn.send
+        while view:
+            sent = send(view)
+            view = view[sent:]
+
+    def send_close_notify(self) -> None:
+        try:
+            self._conn.shutdown()
+        except _Error as exc:
+            raise self._translate(exc) from exc
+
+    def renegotiate(self) -> None:
+        """Start a renegotiation (TLS 1.2); the handshake runs as data flows."""
+        try:
+            if not self._conn.renegotiate():
+                raise TLSError("renegotiation refused by OpenSSL (TLS 1.3 has none)")
+            self._conn.do_handshake()
+        except _WantRead:
+            pass
+        except _Error as exc:
+            raise self._translate(exc) from exc
+
+    def disable_renegotiation(self) -> None:
+        """Refuse renegotiation from now on (Node's disableRenegotiation())."""
+        self._conn.set_options(SSL.OP_NO_RENEGOTIATION)
+
+    # -- errors -----------------------------------------------------------
+
+    def _translate(self, exc: BaseException) -> TLSError:
+        library, reason = _reason(exc)
+        cause = self.callback_error
+        peer_alert = received_alert(reason)
+        sent = [a for a in self.alerts if a[2] and a[1]]
+        if peer_alert is not None:
+            return TLSAlertReceivedError(
+                f"peer sent a fatal {peer_alert} alert",
+                library=library,
+                reason=reason,
+                alert=peer_alert,
+                alert_sent=False,
+            )
+        if reason == "CERTIFICATE_VERIFY_FAILED" or (
+            self.verify_error is not None and self._reject
+        ):
+            verify_code = (
+                self.verify_error[0]
+                if self.verify_error
+                else int(_lib.SSL_get_verify_result(self._conn._ssl))
+            )
+            code = node_code(verify_code)
+            message = _lib.X509_verify_cert_error_string(verify_code)
+            text = _ffi.string(message).decode("ascii", "replace") if message else code
+            return CertificateVerificationError(
+                f"certificate verify failed: {text} ({code})",
+                code=code,
+                verify_code=verify_code,
+                library=library,
+                reason=reason,
+                alert=sent[0][0] if sent else VERIFY_ALERTS.get(verify_code),
+                alert_sent=True,
+            )
+        alert = sent[0][0] if sent else sent_alert_for_reason(reason)
+        if isinstance(exc, _SysCallError):
+            message = f"TLS failed: {exc}"
+        else:
+            message = f"TLS failed: {library}: {reason}" if library else f"TLS failed: {exc}"
+        if alert:
+            message += f" (sent {alert} alert)"
+        error = TLSError(
+            message, library=library, reason=reason, alert=alert, alert_sent=bool(alert)
+        )
+        if cause is not None:
+            error.__cause__ = cause
+        return error
+
+    # -- callbacks (called by the context's callbacks) ----------------------
+
+    def on_info(self, where: int, ret: int) -> None:
+        """OpenSSL info callback: record alerts."""
+        if where & _SSL_CB_ALERT:
+            level, code = ret >> 8, ret & 0xFF
+            self.alerts.append(
+                (ALERT_NAMES.get(code, f"alert_{code}"), level == 2, bool(where & _SSL_CB_WRITE))
+            )
+
+    def on_verify(self, ok: int, errnum: int, depth: int, cert: Any) -> bool:
+        """OpenSSL verify callback: record the first failure; reject it only
+        when configured to."""
+        # OpenSSL's IP check is not reachable through pyOpenSSL; do it here.
+        if (
+            ok
+            and depth == 0
+            and getattr(self, "_hostname_is_ip", False)
+            and not _cert_has_ip(cert, self._hostname or "")
+        ):
+            ok, errnum = 0, IP_ADDRESS_MISMATCH
+        if not ok and self.verify_error is None:
+            self.verify_error = (errnum, depth)
+        return bool(ok) or not self._reject
+
+    # -- details ----------------------------------------------------------
+
+    def version(self) -> str:
+        return self._conn.get_protocol_version_name()
+
+    def cipher(self) -> tuple[str, str, int]:
+        conn = self._conn
+        return (
+            conn.get_cipher_name() or "",
+            conn.get_cipher_version() or "",
+            conn.get_cipher_bits() or 0,
+        )
+
+    def alpn_protocol(self) -> str | None:
+        chosen = self._conn.get_alpn_proto_negotiated()
+        return chosen.decode("latin-1") if chosen else None
+
+    def server_name(self) -> str | None:
+        if self._server_side:
+            name = self._conn.get_servername()
+            return name.decode("idna") if name else None
+        return self._hostname
+
+    def peer_certificate_der(self) -> bytes | None:
+        cert = self._conn.get_peer_certificate(as_cryptography=True)
+        if cert is None:
+            return None
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return cert.public_bytes(Encoding.DER)
+
+    def peer_chain_der(self) -> list[bytes] | None:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        chain = self._conn.get_verified_chain(as_cryptography=True)
+        if not chain:
+            chain = self._conn.get_peer_cert_chain(as_cryptography=True)
+        if not chain:
+            return None
+        ders = [c.public_bytes(Encoding.DER) for c in chain]
+        # On a server OpenSSL's peer chain omits the leaf; put it first.
+        leaf = self.peer_certificate_der()
+        if leaf is not None and ders[0] != leaf:
+            ders.insert(0, leaf)
+        return ders
+
+    def unverified_chain_der(self) -> list[bytes] | None:
+        """The chain as the peer sent it, leaf first."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        chain = self._conn.get_peer_cert_chain(as_cryptography=True)
+        if not chain:
+            return None
+        ders = [c.public_bytes(Encoding.DER) for c in chain]
+        leaf = self.peer_certificate_der()
+        if leaf is not None and ders[0] != leaf:
+            ders.insert(0, leaf)
+        return ders
+
+    def verification(self) -> tuple[bool, str | None]:
+        mode = self._conn.get_context().get_verify_mode()
+        if not mode & SSL.VERIFY_PEER:
+            return False, None if self._server_side else VERIFICATION_DISABLED
+        if self.verify_error is not None:
+            return False, node_code(self.verify_error[0])
+        if self._conn.get_peer_certificate() is None:
+            return False, "NO_PEER_CERTIFICATE"
+        result = int(_lib.SSL_get_verify_result(self._conn._ssl))
+        if result != 0:
+            return False, node_code(result)
+        return True, None
+
+    def session(self) -> Any:
+        return self._conn.get_session()
+
+    def session_reused(self) -> bool:
+        return bool(_lib.SSL_session_reused(self._conn._ssl))
+
+    def export_keying_material(
+        self, label: bytes, length: int, context: bytes | None = None
+    ) -> bytes:
+        """RFC 5705 / RFC 8446 7.5 exporter."""
+        return self._conn.export_keying_material(label, length, context)
+
+    def finished(self) -> tuple[bytes | None, bytes | None]:
+        """(our Finished, the peer's Finished) verify_data."""
+        return self._conn.get_finished(), self._conn.get_peer_finished()
+
+
+def _cert_has_ip(cert: Any, address: str) -> bool:
+    from cryptography import x509
+
+    try:
+        wanted = ipaddress.ip_address(address)
+        san = cert.to_cryptography().extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    return wanted in san.value.get_values_for_type(x509.IPAddress)

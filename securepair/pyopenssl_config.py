@@ -1,0 +1,258 @@
+"""TLSConfig -> ``OpenSSL.SSL.Context``, and pyOpenSSL connections from it.
+
+The same options as the stdlib context (:mod:`securepair.config`), with the
+same safe defaults and the same cipher string, plus the features only this
+backend has.  Context-wide callbacks (verify, info, SNI, key log, OCSP) find
+the connection they are about through the connection's app data.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from OpenSSL import SSL, crypto
+
+from .backends.pyopenssl import PyOpenSSLConnection, is_context
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import TLSConfig
+
+#: Python's own default cipher string, so both backends offer the same
+#: TLS 1.2 suites when ``ciphers`` is not set.
+DEFAULT_CIPHERS = getattr(
+    ssl,
+    "_DEFAULT_CIPHERS",
+    "@SECLEVEL=2:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM",
+)
+
+_VERSIONS = {"TLSv1.2": SSL.TLS1_2_VERSION, "TLSv1.3": SSL.TLS1_3_VERSION}
+
+
+def _app(conn: SSL.Connection) -> PyOpenSSLConnection | None:
+    found = conn.get_app_data()
+    return found if isinstance(found, PyOpenSSLConnection) else None
+
+
+def _on_verify(conn: SSL.Connection, cert: Any, errnum: int, depth: int, ok: int) -> bool:
+    owner = _app(conn)
+    if owner is None:
+        return bool(ok)
+    return owner.on_verify(ok, errnum, depth, cert)
+
+
+def _on_info(conn: SSL.Connection, where: int, ret: int) -> None:
+    owner = _app(conn)
+    if owner is not None:
+        owner.on_info(where, ret)
+
+
+def build_context(config: TLSConfig, server_side: bool) -> SSL.Context:
+    """Build the ``OpenSSL.SSL.Context`` for one role of ``config``."""
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD if server_side else SSL.TLS_CLIENT_METHOD)
+    ctx.set_min_proto_version(_VERSIONS[config.min_version])
+    if config.max_version is not None:
+        ctx.set_max_proto_version(_VERSIONS[config.max_version])
+    options = SSL.OP_NO_COMPRESSION
+    if not config.allow_renegotiation:
+        options |= SSL.OP_NO_RENEGOTIATION
+    if server_side:
+        options |= SSL.OP_CIPHER_SERVER_PREFERENCE
+    ctx.set_options(options)
+    try:
+        ctx.set_cipher_list((config.ciphers or DEFAULT_CIPHERS).encode("ascii"))
+    except SSL.Error:
+        raise ConfigError("ciphers", f"OpenSSL accepts no cipher in {config.ciphers!r}") from None
+    pem = config._cache.get("pem")
+    if pem is not None:
+        cert_pem, key_pem = pem
+        try:
+            chain = x509.load_pem_x509_certificates(cert_pem)
+        except ValueError as exc:
+            raise ConfigError("cert", f"could not be parsed ({exc})") from None
+        passphrase = config.passphrase
+        if isinstance(passphrase, str):
+            passphrase = passphrase.encode()
+        try:
+            key = load_pem_private_key(key_pem, password=passphrase or None)
+        except TypeError as exc:
+            raise ConfigError("passphrase", str(exc)) from None
+        except ValueError:
+            raise ConfigError(
+                "passphrase" if passphrase else "key",
+                "does not decrypt the key" if passphrase else "could not be parsed",
+            ) from None
+        ctx.use_certificate(chain[0])
+        for extra in chain[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(key)  # type: ignore[arg-type]
+        try:
+            ctx.check_privatekey()
+        except SSL.Error:
+            raise ConfigError("key", "does not match the certificate in cert") from None
+    elif server_side:
+        raise ConfigError("cert", "a server needs a certificate and a key")
+    ca = config._cache.get("ca")
+    if ca is not None:
+        store = ctx.get_cert_store()
+        assert store is not None
+        for cert in x509.load_pem_x509_certificates(ca):
+            store.add_cert(crypto.X509.from_cryptography(cert))
+    elif not server_side and not config.insecure_no_verify:
+        ctx.set_default_verify_paths()
+    if server_side:
+        if config.request_cert:
+            mode = SSL.VERIFY_PEER
+            if config.reject_unauthorized:
+                mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+        else:
+            mode = SSL.VERIFY_NONE
+    else:
+        mode = SSL.VERIFY_NONE if config.insecure_no_verify else SSL.VERIFY_PEER
+    ctx.set_verify(mode, _on_verify)
+    ctx.set_info_callback(_on_info)
+    if config.alpn_protocols:
+        protocols = [p.encode() for p in config.alpn_protocols]
+        if server_side:
+            ctx.set_alpn_select_callback(_alpn_selector(protocols))
+        else:
+            ctx.set_alpn_protos(protocols)
+    if config.ecdh_curve is not None and not _lib_set_curves(ctx, config.ecdh_curve):
+        raise ConfigError("ecdh_curve", f"unknown curve {config.ecdh_curve!r}")
+    if server_side:
+        ctx.set_session_id(config.session_id_context or b"securepair")
+        ctx.set_tlsext_servername_callback(_servername_callback(config))
+        if config.ocsp_staple is not None:
+            ctx.set_ocsp_server_callback(_ocsp_server_callback(config.ocsp_staple))
+    elif config.request_ocsp:
+        ctx.set_ocsp_client_callback(_ocsp_client_callback)
+    keylog = _keylog_callback(config)
+    if keylog is not None:
+        ctx.set_keylog_callback(keylog)
+    return ctx
+
+
+def _lib_set_curves(ctx: SSL.Context, curve: str) -> bool:
+    from OpenSSL._util import lib
+
+    return bool(lib.SSL_CTX_set1_curves_list(ctx._context, curve.encode("ascii")))
+
+
+def _alpn_selector(ours: list[bytes]) -> Callable[[SSL.Connection, list[bytes]], bytes]:
+    def select(conn: SSL.Connection, offered: list[bytes]) -> bytes:
+        # Server preference, as the stdlib's server does; no overlap means
+        # no ALPN (the application decides), not a failed handshake.
+        for protocol in ours:
+            if protocol in offered:
+                return protocol
+        return SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
+
+    return select
+
+
+def _servername_callback(config: TLSConfig) -> Callable[[SSL.Connection], None]:
+    def on_servername(conn: SSL.Connection) -> None:
+        owner = _app(conn)
+        raw = conn.get_servername()
+        name = raw.decode("idna") if raw else None
+        if owner is not None:
+            owner.requested_server_name = name
+        if name is None or (config.sni_callback is None and not config._sni_contexts):
+            return
+        try:
+            chosen = config.config_for_server_name(name)
+            if chosen is None:
+                return
+            if isinstance(chosen, SSL.Context):
+                conn.set_context(chosen)
+            elif hasattr(chosen, "pyopenssl_context"):
+                conn.set_context(chosen.pyopenssl_context(server_side=True))
+            else:
+                raise ConfigError(
+                    "sni_callback",
+                    "returned an ssl.SSLContext to a pyOpenSSL server; return a TLSConfig",
+                )
+        except Exception as exc:  # the application's callback failed
+            if owner is not None:
+                owner.callback_error = exc
+            raise
+
+    return on_servername
+
+
+def _ocsp_server_callback(
+    staple: Callable[[str | None], bytes | None] | bytes,
+) -> Callable[[SSL.Connection, Any], bytes]:
+    def on_ocsp(conn: SSL.Connection, _data: Any) -> bytes:
+        if isinstance(staple, bytes):
+            return staple
+        raw = conn.get_servername()
+        return staple(raw.decode("idna") if raw else None) or b""
+
+    return on_ocsp
+
+
+def _ocsp_client_callback(conn: SSL.Connection, response: bytes, _data: Any) -> bool:
+    owner = _app(conn)
+    if owner is not None:
+        owner.ocsp_response = response or None
+    # Whether an OCSP response is good enough is the application's call; it
+    # gets the bytes in an OCSPResponse event.
+    return True
+
+
+def _keylog_callback(config: TLSConfig) -> Callable[[SSL.Connection, bytes], None] | None:
+    sinks: list[Callable[[bytes], None]] = []
+    if config.keylog_callback is not None:
+        sinks.append(config.keylog_callback)
+    if config.keylog_filename is not None:
+        path = config.keylog_filename
+
+        def to_file(line: bytes) -> None:
+            with open(path, "ab") as handle:
+                handle.write(line + b"\n")
+
+        sinks.append(to_file)
+    if not sinks:
+        return None
+
+    def on_keylog(_conn: SSL.Connection, line: bytes) -> None:
+        for sink in sinks:
+            sink(line)
+
+    return on_keylog
+
+
+def make_connection(
+    config: TLSConfig | SSL.Context,
+    server_side: bool,
+    server_hostname: str | None,
+    session: Any,
+) -> PyOpenSSLConnection:
+    """A pyOpenSSL connection for ``config`` (a TLSConfig or a Context)."""
+    if is_context(config):
+        assert isinstance(config, SSL.Context)
+        return PyOpenSSLConnection(
+            config,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            session=session,
+        )
+    assert not isinstance(config, SSL.Context)
+    verify = not config.insecure_no_verify and (not server_side or config.request_cert)
+    connection = PyOpenSSLConnection(
+        config.pyopenssl_context(server_side=server_side),
+        server_side=server_side,
+        server_hostname=server_hostname,
+        session=session,
+        reject_unauthorized=config.reject_unauthorized or not verify,
+        verify_hostname=verify and config.check_hostname,
+        watch_alerts=True,
+    )
+    if not server_side and config.request_ocsp:
+        connection._conn.request_ocsp()
+    return connection
