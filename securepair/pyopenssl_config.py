@@ -158,7 +158,7 @@ def _servername_callback(config: TLSConfig) -> Callable[[SSL.Connection], None]:
     def on_servername(conn: SSL.Connection) -> None:
         owner = _app(conn)
         raw = conn.get_servername()
-        name = raw.decode("idna") if raw else None
+        name = raw.decode("ascii", "replace") if raw else None
         if owner is not None:
             owner.requested_server_name = name
         if name is None or (config.sni_callback is None and not config._sni_contexts):
@@ -191,7 +191,7 @@ def _ocsp_server_callback(
         if isinstance(staple, bytes):
             return staple
         raw = conn.get_servername()
-        return staple(raw.decode("idna") if raw else None) or b""
+        return staple(raw.decode("ascii", "replace") if raw else None) or b""
 
     return on_ocsp
 

@@ -118,6 +118,7 @@ class PyOpenSSLConnection(TLSConnection):
         verify_hostname: bool = True,
         watch_alerts: bool = False,
     ) -> None:
+        self._failed = False
         conn = SSL.Connection(context, None)
         self._conn = conn
         self._server_side = server_side
@@ -148,10 +149,11 @@ class PyOpenSSLConnection(TLSConnection):
                     self._hostname_is_ip = True
                 except ValueError:
                     self._hostname_is_ip = False
-                    conn.set_tlsext_host_name(server_hostname.encode("idna"))
+                    encoded = _encode_host(server_hostname)
+                    conn.set_tlsext_host_name(encoded)
                     if verify_hostname:
                         param = _lib.SSL_get0_param(conn._ssl)
-                        _lib.X509_VERIFY_PARAM_set1_host(param, server_hostname.encode("idna"), 0)
+                        _lib.X509_VERIFY_PARAM_set1_host(param, encoded, 0)
             if session is not None:
                 conn.set_session(session)
         self.incoming = _BioQueue(conn, True)
@@ -217,9 +219,21 @@ class PyOpenSSLConnection(TLSConnection):
         """Refuse renegotiation from now on (Node's disableRenegotiation())."""
         self._conn.set_options(SSL.OP_NO_RENEGOTIATION)
 
+    def __del__(self) -> None:
+        # OpenSSL, freeing a connection that never sent close_notify, marks
+        # its session not resumable (ssl_clear_bad_session), which also
+        # spoils the session the application was handed for resumption.  A
+        # connection dropped without failing is no reason to distrust its
+        # session, so mark it shut down first.  A failed connection keeps
+        # OpenSSL's behaviour.
+        conn = getattr(self, "_conn", None)
+        if conn is not None and not self._failed:
+            conn.set_shutdown(conn.get_shutdown() | SSL.SENT_SHUTDOWN)
+
     # -- errors -----------------------------------------------------------
 
     def _translate(self, exc: BaseException) -> TLSError:
+        self._failed = True
         library, reason = _reason(exc)
         cause = self.callback_error
         peer_alert = received_alert(reason)
@@ -311,7 +325,7 @@ class PyOpenSSLConnection(TLSConnection):
     def server_name(self) -> str | None:
         if self._server_side:
             name = self._conn.get_servername()
-            return name.decode("idna") if name else None
+            return name.decode("ascii", "replace") if name else None
         return self._hostname
 
     def peer_certificate_der(self) -> bytes | None:
@@ -378,6 +392,14 @@ class PyOpenSSLConnection(TLSConnection):
     def finished(self) -> tuple[bytes | None, bytes | None]:
         """(our Finished, the peer's Finished) verify_data."""
         return self._conn.get_finished(), self._conn.get_peer_finished()
+
+
+def _encode_host(name: str) -> bytes:
+    # The idna codec is slow; nearly every host name is ASCII already.
+    try:
+        return name.encode("ascii")
+    except UnicodeEncodeError:
+        return name.encode("idna")
 
 
 def _cert_has_ip(cert: Any, address: str) -> bool:

@@ -1,0 +1,205 @@
+"""The pyOpenSSL backend against a bare pyOpenSSL memory-BIO loop, and its
+resumed handshakes against the stdlib backend's, in one process.
+
+    python benchmarks/bench_pyopenssl.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from OpenSSL import SSL  # noqa: E402
+
+from benchmarks._util import Result, alternate, print_table  # noqa: E402
+from benchmarks.bench_pair import (  # noqa: E402
+    MiB,
+    Certs,
+    pair_bulk,
+    pair_handshakes,
+    pair_pingpong,
+)
+from securepair import TLSConfig  # noqa: E402
+
+
+class PyCerts(Certs):
+    """The same certificates, with pyOpenSSL configs and contexts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.server_config = TLSConfig(cert=self.cert, key=self.key, backend="pyopenssl")
+        self.client_config = TLSConfig(ca=self.ca_pem, backend="pyopenssl")
+        self.server_py = self.server_config.pyopenssl_context(server_side=True)
+        self.client_py = self.client_config.pyopenssl_context(server_side=False)
+
+
+class BarePy:
+    """Two pyOpenSSL connections back to back, driven by hand."""
+
+    def __init__(self, certs: PyCerts, session: Any = None) -> None:
+        self.c = SSL.Connection(certs.client_py, None)
+        self.c.set_connect_state()
+        self.c.set_tlsext_host_name(b"localhost")
+        if session is not None:
+            self.c.set_session(session)
+        self.s = SSL.Connection(certs.server_py, None)
+        self.s.set_accept_state()
+        self.buf = bytearray(2 * MiB)
+        self.view = memoryview(self.buf)
+
+    @staticmethod
+    def move(src: SSL.Connection, dst: SSL.Connection) -> None:
+        with contextlib.suppress(SSL.WantReadError):
+            dst.bio_write(src.bio_read(4 * MiB))
+
+    def handshake(self) -> None:
+        done_c = done_s = False
+        while not (done_c and done_s):
+            if not done_c:
+                try:
+                    self.c.do_handshake()
+                    done_c = True
+                except SSL.WantReadError:
+                    pass
+            self.move(self.c, self.s)
+            if not done_s:
+                try:
+                    self.s.do_handshake()
+                    done_s = True
+                except SSL.WantReadError:
+                    pass
+            self.move(self.s, self.c)
+        with contextlib.suppress(SSL.WantReadError):
+            self.c.recv(1)
+
+    def deliver(self, conn: SSL.Connection) -> bytes:
+        view = self.view
+        end = 0
+        while True:
+            try:
+                end += conn.recv_into(view[end:], 16384)
+            except SSL.WantReadError:
+                break
+        return bytes(view[:end])
+
+
+def bare_bulk(certs: PyCerts, size: int, total: int) -> Any:
+    b = BarePy(certs)
+    b.handshake()
+    chunk = b"x" * size
+
+    def run() -> float:
+        moved = 0
+        while moved < total:
+            b.c.sendall(chunk)
+            b.move(b.c, b.s)
+            moved += len(b.deliver(b.s))
+        return moved
+
+    return run
+
+
+def bare_pingpong(certs: PyCerts, count: int) -> Any:
+    b = BarePy(certs)
+    b.handshake()
+    msg = b"p" * 64
+
+    def run() -> float:
+        for _ in range(count):
+            b.c.send(msg)
+            b.move(b.c, b.s)
+            b.s.send(b.deliver(b.s))
+            b.move(b.s, b.c)
+            b.deliver(b.c)
+        return count
+
+    return run
+
+
+def bare_handshakes(certs: PyCerts, count: int, resume: bool) -> Any:
+    session = None
+    if resume:
+        b = BarePy(certs)
+        b.handshake()
+        session = b.c.get_session()
+
+    def run() -> float:
+        for _ in range(count):
+            b = BarePy(certs, session)
+            b.handshake()
+        return count
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> list[Result]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller runs (CI smoke)")
+    args = parser.parse_args(argv)
+    scale = 0.1 if args.quick else 1.0
+    rounds = 3 if args.quick else 7
+    certs = PyCerts()
+    results: list[Result] = []
+    for size in (16 * 1024, 64 * 1024, MiB):
+        total = int(64 * MiB * scale)
+        rates = alternate(
+            {"bare": bare_bulk(certs, size, total), "pair": pair_bulk(certs, size, total)},
+            rounds,
+        )
+        results.append(
+            Result(
+                f"pyopenssl bulk {size // 1024} KiB",
+                "MB/s",
+                rates["pair"] / 1e6,
+                rates["bare"] / 1e6,
+                "bare pyOpenSSL",
+                0.9,
+            )
+        )
+    count = int(20000 * scale)
+    rates = alternate(
+        {"bare": bare_pingpong(certs, count), "pair": pair_pingpong(certs, count)}, rounds
+    )
+    results.append(
+        Result("pyopenssl ping-pong 64 B", "rt/s", rates["pair"], rates["bare"], "bare pyOpenSSL", 0.9)
+    )
+    count = max(20, int(300 * scale))
+    for resume in (False, True):
+        rates = alternate(
+            {
+                "bare": bare_handshakes(certs, count, resume),
+                "pair": pair_handshakes(certs, count, resume),
+            },
+            rounds,
+        )
+        name = "pyopenssl resumed handshakes" if resume else "pyopenssl full handshakes"
+        results.append(Result(name, "/s", rates["pair"], rates["bare"], "bare pyOpenSSL", 0.9))
+    stdlib_certs = Certs()
+    rates = alternate(
+        {
+            "stdlib": pair_handshakes(stdlib_certs, count, True),
+            "pyopenssl": pair_handshakes(certs, count, True),
+        },
+        rounds,
+    )
+    results.append(
+        Result(
+            "resumed: pyopenssl vs stdlib pair",
+            "/s",
+            rates["pyopenssl"],
+            rates["stdlib"],
+            "stdlib backend",
+            2.0,
+        )
+    )
+    print_table(results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
