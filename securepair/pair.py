@@ -239,6 +239,12 @@ class SecurePair:
         try:
             self._conn = _make_connection(config, server_side, server_hostname, session)
         except ValueError as exc:
+            if "ession" in str(exc) and session is not None:
+                raise ConfigError(
+                    "session",
+                    "was made by a connection with another TLSConfig or context; a "
+                    "session can only be resumed with the config that made it",
+                ) from None
             if "server_hostname" in str(exc):
                 raise ConfigError(
                     "server_hostname",
@@ -263,6 +269,14 @@ class SecurePair:
         self._error: SecurePairError | None = None
         self._tls_seen = False
         self._first_bytes = b""
+        # Where the TLS input stands in its record framing, so that an EOF
+        # can tell a stream that ended between records from one cut inside
+        # a record.  OpenSSL cannot say: it moves a partial record out of
+        # the input buffer into its own, where pending no longer sees it.
+        # Body bytes of the current record not yet received:
+        self._record_left = 0
+        # The start of a record header that has not fully arrived:
+        self._record_head = b""
         self._bytes_received = 0
         self._trailing = bytearray()
         # Cleartext written before the handshake completed, sent after it.
@@ -412,6 +426,11 @@ class SecurePair:
             if incoming.pending + size <= self._limit:
                 incoming.write(data)
                 self._bytes_received += size
+                left = self._record_left
+                if left >= size:
+                    self._record_left = left - size
+                else:
+                    self._track_records(data)
                 self._pump_in()
                 if self._alerts:
                     self._drain_alerts()
@@ -447,6 +466,7 @@ class SecurePair:
                 break
             piece = data[taken : taken + room] if size - taken > room else data[taken:]
             incoming.write(piece)
+            self._track_records(piece)
             taken += len(piece)
             self._bytes_received += len(piece)
             if self._handshake_done or self._step_handshake():
@@ -461,6 +481,28 @@ class SecurePair:
             )
         return taken
 
+    def _track_records(self, data: bytes | memoryview) -> None:
+        """Follow the record headers in ``data``, TLS input just fed."""
+        size = len(data)
+        pos = self._record_left  # the rest of the current record's body
+        head = self._record_head
+        while pos < size:
+            if head or size - pos < 5:
+                need = 5 - len(head)
+                head += bytes(data[pos : pos + need])
+                if len(head) < 5:
+                    pos = size
+                    break
+                pos += need
+                length = (head[3] << 8) | head[4]
+                head = b""
+            else:
+                length = (data[pos + 3] << 8) | data[pos + 4]
+                pos += 5
+            pos += length
+        self._record_head = head
+        self._record_left = pos - size
+
     def _check_first_bytes(self, data: bytes | memoryview) -> None:
         head = self._first_bytes + bytes(data[:32])
         if len(head) >= 2:
@@ -470,6 +512,11 @@ class SecurePair:
             return
         error = not_tls_error(head)
         assert error is not None
+        # Take no more than the input buffer holds: a flood of garbage costs
+        # one buffer, not its own size.
+        room = self._limit - self._in.pending
+        if len(data) > room:
+            data = data[:room]
         # Let the TLS library see the bytes too, so whatever alert it sends
         # for them is on the encrypted side before the error comes up.
         self._in.write(data)
@@ -478,7 +525,12 @@ class SecurePair:
             self._conn.do_handshake()
         except TLSError as tls_error:
             error.__cause__ = tls_error
-        raise self._fail(error)
+        self._fail(error)
+        # None of it was TLS, so all of it is handed back, including what
+        # OpenSSL had already moved into its own record buffer: the caller
+        # may want to answer it (an HTTP 400 to an HTTP client, say).
+        self._trailing[:] = self._first_bytes + bytes(data)
+        raise error
 
     def _feed_eof(self) -> None:
         if self._eof or self._error is not None or self._unwrapped:
@@ -602,6 +654,11 @@ class SecurePair:
             if count == EOF:
                 self._on_transport_eof()
                 break
+        if conn.blocked:
+            try:
+                conn.retry_blocked()
+            except TLSError as exc:
+                raise self._fail(exc) from None
         if watch and self._watch_tickets:
             self._watch_tickets = False
             # Reading the session is costly on the stdlib (a DER round
@@ -643,12 +700,15 @@ class SecurePair:
             self._finish_unwrap()
 
     def _on_transport_eof(self) -> None:
-        partial = self._in.pending
-        if partial:
+        if self._record_left or self._record_head or self._in.pending:
+            if self._record_left:
+                where = f"{self._record_left} bytes of its body never came"
+            else:
+                where = "its 5-byte header was cut"
             raise self._fail(
                 RaggedEOFError(
                     "peer closed the connection in the middle of a TLS record "
-                    f"({partial} bytes of it had arrived): data was cut off"
+                    f"({where}): data was cut off"
                 )
             )
         if self._allow_ragged_eof:
@@ -672,6 +732,11 @@ class SecurePair:
         if not size:
             return 0
         if not self._handshake_done:
+            if self._close_after_handshake:
+                raise LocalProtocolError(
+                    "cannot write to pair.cleartext: close() was called (it takes "
+                    "effect when the handshake completes)"
+                )
             room = self._limit - self._queued_size
             if room <= 0:
                 raise BufferFullError(
@@ -812,6 +877,10 @@ class SecurePair:
         conn = self._details("renegotiate")
         if self.state is not _S.OPEN:
             raise LocalProtocolError(f"cannot renegotiate in state {self.state.value}")
+        if conn.version() != "TLSv1.2":
+            raise LocalProtocolError(
+                f"renegotiation exists only in TLS 1.2; this connection is {conn.version()}"
+            )
         try:
             conn.renegotiate()
         except TLSError as exc:

@@ -30,6 +30,14 @@ DEFAULT_CIPHERS = getattr(
     "@SECLEVEL=2:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM",
 )
 
+#: OpenSSL 3 servers refuse client-initiated renegotiation unless this
+#: option (SSL_OP_BIT(8)) is set; pyOpenSSL does not name it.
+SSL_OP_ALLOW_CLIENT_RENEGOTIATION = 1 << 8
+
+#: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER: a write held back by a
+#: renegotiation is retried from another buffer.
+MODE_ACCEPT_MOVING_WRITE_BUFFER = 2
+
 _VERSIONS = {"TLSv1.2": SSL.TLS1_2_VERSION, "TLSv1.3": SSL.TLS1_3_VERSION}
 
 
@@ -60,9 +68,12 @@ def build_context(config: TLSConfig, server_side: bool) -> SSL.Context:
     options = SSL.OP_NO_COMPRESSION
     if not config.allow_renegotiation:
         options |= SSL.OP_NO_RENEGOTIATION
+    elif server_side:
+        options |= SSL_OP_ALLOW_CLIENT_RENEGOTIATION
     if server_side:
         options |= SSL.OP_CIPHER_SERVER_PREFERENCE
     ctx.set_options(options)
+    ctx.set_mode(MODE_ACCEPT_MOVING_WRITE_BUFFER)
     try:
         ctx.set_cipher_list((config.ciphers or DEFAULT_CIPHERS).encode("ascii"))
     except SSL.Error:

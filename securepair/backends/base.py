@@ -161,6 +161,13 @@ class TLSConnection(abc.ABC):
     #: True for the server side of a connection.
     is_server: bool = False
 
+    #: True while cleartext writes are held back (a renegotiation needs the
+    #: peer's bytes first); :meth:`retry_blocked` sends them.
+    blocked: bool = False
+
+    def retry_blocked(self) -> None:
+        """Send the writes held back while :attr:`blocked`."""
+
     def renegotiate(self) -> None:
         """Start a TLS 1.2 renegotiation."""
         raise self._unsupported("renegotiate")

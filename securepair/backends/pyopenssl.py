@@ -119,6 +119,9 @@ class PyOpenSSLConnection(TLSConnection):
         watch_alerts: bool = False,
     ) -> None:
         self._failed = False
+        #: True while writes wait for a renegotiation to progress.
+        self.blocked = False
+        self._blocked: list[bytes] = []
         conn = SSL.Connection(context, None)
         self._conn = conn
         self._server_side = server_side
@@ -186,17 +189,28 @@ class PyOpenSSLConnection(TLSConnection):
             raise self._translate(exc) from exc
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.blocked:
+            self._blocked.append(bytes(data))
+            return
+        view = memoryview(data)
+        send = self._conn.send
         try:
-            self._send_all(data)
+            while view:
+                view = view[send(view) :]
+        except _WantRead:
+            # A renegotiation is under way: OpenSSL writes again once the
+            # peer's handshake messages have been read.
+            self._blocked.append(bytes(view))
+            self.blocked = True
         except _Error as exc:
             raise self._translate(exc) from exc
 
-    def _send_all(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        send = self._conn.send
-        while view:
-            sent = send(view)
-            view = view[sent:]
+    def retry_blocked(self) -> None:
+        """Send what a renegotiation held back, if it can go now."""
+        waiting, self._blocked = self._blocked, []
+        self.blocked = False
+        for chunk in waiting:
+            self.write(chunk)
 
     def send_close_notify(self) -> None:
         try:

@@ -66,12 +66,15 @@ class StdlibConnection(TLSConnection):
     # -- TLS operations ---------------------------------------------------
 
     def do_handshake(self) -> bool:
+        before = self._out.pending
         try:
             self._obj.do_handshake()
         except _WantRead:
             return False
         except ssl.SSLError as exc:
-            raise self._translate(exc) from exc
+            # OpenSSL sends no alert for some failures (a first record that
+            # is not TLS at all); only claim one if something was written.
+            raise self._translate(exc, wrote=self._out.pending > before) from exc
         return True
 
     def read_into(self, view: memoryview) -> int:
@@ -107,7 +110,7 @@ class StdlibConnection(TLSConnection):
 
     # -- errors -----------------------------------------------------------
 
-    def _translate(self, exc: ssl.SSLError) -> TLSError:
+    def _translate(self, exc: ssl.SSLError, *, wrote: bool = True) -> TLSError:
         """Our typed error for an ``ssl.SSLError``; the alert we sent, if
         any, is left for the engine to flush first."""
         reason = exc.reason
@@ -139,7 +142,9 @@ class StdlibConnection(TLSConnection):
                 alert=alert or VERIFY_ALERTS.get(verify_code),
                 alert_sent=True,
             )
-        alert = alert or sent_alert_for_reason(reason)
+        if alert is None and wrote:
+            # Encrypted (TLS 1.3 after the ServerHello): named from the reason.
+            alert = sent_alert_for_reason(reason)
         detail = f"{library}: {reason}" if library else str(reason or exc)
         message = f"TLS failed: {detail}"
         if alert:
