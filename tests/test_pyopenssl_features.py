@@ -133,7 +133,7 @@ def test_wrong_host_name_is_reported_as_node_does(certs: Certs, version: str) ->
     link.handshake()
     assert client.authorized is False
     assert client.authorization_error == "ERR_TLS_CERT_ALTNAME_INVALID"
-    rejecting, _, link = _pair(
+    _rejecting, _, link = _pair(
         {"ca": certs.ca_pem, "backend": "pyopenssl", "max_version": version},
         certs.ecdsa.options(),
         hostname="wrong.example.org",
@@ -206,7 +206,7 @@ def test_server_verifies_client_certificates_without_rejecting(
     certs: Certs, version: str, identity: str, code: str | None
 ) -> None:
     client_identity: Identity = getattr(certs, identity)
-    client, server, link = _pair(
+    _client, server, link = _pair(
         {"ca": certs.ca_pem, "max_version": version, **client_identity.options()},
         {
             **certs.ecdsa.options(),
@@ -223,7 +223,7 @@ def test_server_verifies_client_certificates_without_rejecting(
 
 
 def test_server_without_client_certificate_reports_it(certs: Certs) -> None:
-    client, server, link = _pair(
+    _client, server, link = _pair(
         {"ca": certs.ca_pem},
         {
             **certs.ecdsa.options(),
@@ -375,7 +375,7 @@ def test_keying_material_agrees_with_openssl_s_client(tmp_path: Path, version: s
 
 def test_keylog_lines_are_nss_format(certs: Certs) -> None:
     lines: list[bytes] = []
-    client, server, link = _pair(
+    _client, _server, link = _pair(
         {"ca": certs.ca_pem, "keylog_callback": lines.append}, certs.ecdsa.options()
     )
     link.handshake()
@@ -387,7 +387,7 @@ def test_keylog_lines_are_nss_format(certs: Certs) -> None:
         b"SERVER_TRAFFIC_SECRET_0",
     }
     for line in lines:
-        label, client_random, secret = line.split()
+        _label, client_random, secret = line.split()
         assert re.fullmatch(rb"[0-9a-f]{64}", client_random)
         assert re.fullmatch(rb"[0-9a-f]{64,96}", secret)
 
@@ -548,7 +548,7 @@ def test_renegotiate_needs_an_open_tls12_connection(certs: Certs) -> None:
     options = {"allow_renegotiation": True}
     client, _, link = _pair({"ca": certs.ca_pem, **options}, {**certs.ecdsa.options(), **options})
     link.handshake()
-    with pytest.raises(LocalProtocolError, match="TLS 1.2"):
+    with pytest.raises(LocalProtocolError, match=r"TLS 1\.2"):
         client.renegotiate()
     client.cleartext.write(b"still fine")  # a refused call does not break the pair
     fresh, _, _ = _pair({"ca": certs.ca_pem, **options}, {**certs.ecdsa.options(), **options})

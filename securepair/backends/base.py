@@ -167,6 +167,8 @@ class TLSConnection(abc.ABC):
 
     def retry_blocked(self) -> None:
         """Send the writes held back while :attr:`blocked`."""
+        # Backends that never hold writes back have nothing to send.
+        self.blocked = False
 
     def renegotiate(self) -> None:
         """Start a TLS 1.2 renegotiation."""
