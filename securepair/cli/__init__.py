@@ -24,11 +24,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "server SecurePair against each other, and print the conversation.",
     )
     demo.add_argument("--tls-version", choices=["TLSv1.2", "TLSv1.3"], default=None)
+    from . import gencert
+
+    gencert.add_arguments(
+        commands.add_parser(
+            "gencert",
+            help="make a server certificate and key (or a small CA) in one command",
+            description=gencert.__doc__.split("\n\n")[0] if gencert.__doc__ else None,
+        )
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo(max_version=args.tls_version)
+    if args.command == "gencert":
+        return gencert.run(args)
     parser.print_help()
     return 2
 
