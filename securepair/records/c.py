@@ -44,14 +44,24 @@ def _compiled_version() -> str:
 #: The package version the extension was compiled for.
 COMPILED_VERSION = _compiled_version()
 
+
+class FramerVersionMismatch(ImportError):
+    """The compiled framer belongs to another version of the package.
+
+    ``securepair.records`` re-raises this instead of falling back to the
+    Python twin: a stale build is a mistake to fix, not a missing compiler.
+    """
+
+    #: What ``securepair.records`` looks for.
+    mismatch = True
+
+
 if __version__ != COMPILED_VERSION:
-    _error = ImportError(
+    raise FramerVersionMismatch(
         f"securepair.records._cframer was built for securepair {COMPILED_VERSION}, "
         f"but this is securepair {__version__}; rebuild it "
-        "(pip install -e . or python setup.py build_ext --inplace)"
+        "(pip install -e . or python csrc/build_framer.py)"
     )
-    _error.mismatch = True  # type: ignore[attr-defined]
-    raise _error
 
 BufferLike = bytes | bytearray | memoryview
 
@@ -101,7 +111,13 @@ def scan(buf: BufferLike, max_length: int = MAX_TLS12_CIPHERTEXT) -> ScanResult:
     bad header (including that of a trailing partial record).  ``buf`` is not
     copied.
     """
-    src = _from_buffer(_byte_source(buf) if type(buf) is memoryview else buf)
+    src: Any
+    if type(buf) is bytes:
+        src = buf  # cffi passes a bytes object's own storage: no export needed
+    elif type(buf) is memoryview:
+        src = _from_buffer(_byte_source(buf))
+    else:
+        src = _from_buffer(buf)
     n = len(src)
     # The C compares with an int64: any limit at or above the largest
     # 16-bit length behaves like 0xFFFF, any negative one like -1.
@@ -165,7 +181,7 @@ def parse_client_hello(buf: BufferLike) -> ClientHello | NeedData:
     if rc == _HELLO_NEED_SCRATCH:
         # A fragmented ClientHello, all of it present: the C joins the
         # fragments into room sized by bytes that have arrived.
-        scratch = ffi.new("uint8_t[]", h.needed or 1)
+        scratch = ffi.new("uint8_t[]", h.needed)
         rc = lib.sp_parse_client_hello(src, n, scratch, len(scratch), h)
     if rc != _HELLO_OK:
         if rc == _HELLO_NEED_DATA:
@@ -216,4 +232,10 @@ def parse_client_hello(buf: BufferLike) -> ClientHello | NeedData:
     )
 
 
-__all__ = ["IMPLEMENTATION", "COMPILED_VERSION", "scan", "parse_client_hello"]
+__all__ = [
+    "IMPLEMENTATION",
+    "COMPILED_VERSION",
+    "FramerVersionMismatch",
+    "scan",
+    "parse_client_hello",
+]

@@ -103,8 +103,11 @@ def scan(buf: BufferLike, max_length: int = MAX_TLS12_CIPHERTEXT) -> ScanResult:
         ct, version, length = unpack_from(mv, pos)
         # The common case (a known type, major version 3, a length in range)
         # is one chained comparison each; the slow path names the problem.
+        # The second test lets through the empty records TLS allows
+        # (application_data, heartbeat) and nothing else: exactly what
+        # _check_header accepts, so the two paths cannot disagree.
         if not (20 <= ct <= 24 and version >> 8 == 3 and 0 < length <= max_length) and not (
-            length == 0 and ct > 22 and version >> 8 == 3
+            length == 0 and 22 < ct <= 24 and version >> 8 == 3 and max_length >= 0
         ):
             _check_header(ct, version, length, pos, max_length)
         end = pos + HEADER_LENGTH + length
