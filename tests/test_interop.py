@@ -324,7 +324,7 @@ def test_client_rejects_unknown_ca_openssl_s_server(
 ) -> None:
     chain, key = certs.stranger()
     server = openssl_s_server(openssl, cert=chain, key=key, version=version)
-    with server as (proc, connect_to_server), connect_to_server() as sock:
+    with server as (proc, port), connect(port) as sock:
         driver = PairDriver(client_pair(client_config(certs, version)), sock)
         with pytest.raises(CertificateVerificationError) as caught:
             driver.handshake()
