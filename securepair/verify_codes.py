@@ -42,21 +42,25 @@ NODE_CODES: dict[int, str] = {
     64: "ERR_TLS_CERT_ALTNAME_INVALID",  # X509_V_ERR_IP_ADDRESS_MISMATCH
 }
 
-#: The alert OpenSSL sends for a verification failure (ssl_x509err2alert).
+#: The alert OpenSSL sends for a verification failure (its x509table in
+#: ssl/statem/statem_lib.c); anything else gets certificate_unknown.
 VERIFY_ALERTS: dict[int, str] = {
     2: "unknown_ca",
     3: "unknown_ca",
-    4: "decrypt_error",
-    5: "decrypt_error",
-    6: "unknown_ca",
+    4: "bad_certificate",
+    5: "bad_certificate",
+    6: "bad_certificate",
     7: "decrypt_error",
     8: "decrypt_error",
-    9: "certificate_expired",
+    9: "bad_certificate",
     10: "certificate_expired",
-    11: "certificate_expired",
+    11: "bad_certificate",
     12: "certificate_expired",
     13: "bad_certificate",
     14: "bad_certificate",
+    15: "bad_certificate",
+    16: "bad_certificate",
+    17: "internal_error",
     18: "unknown_ca",
     19: "unknown_ca",
     20: "unknown_ca",
@@ -68,9 +72,9 @@ VERIFY_ALERTS: dict[int, str] = {
     26: "unsupported_certificate",
     27: "bad_certificate",
     28: "bad_certificate",
-    62: "handshake_failure",
-    63: "handshake_failure",
-    64: "handshake_failure",
+    62: "bad_certificate",
+    63: "bad_certificate",
+    64: "bad_certificate",
 }
 
 #: Reported as ``authorization_error`` when verification was turned off on
