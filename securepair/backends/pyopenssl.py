@@ -277,10 +277,17 @@ class PyOpenSSLConnection(TLSConnection):
                 verify_code=verify_code,
                 library=library,
                 reason=reason,
-                alert=sent[0][0] if sent else VERIFY_ALERTS.get(verify_code),
+                alert=sent[0][0] if sent else VERIFY_ALERTS.get(verify_code, "certificate_unknown"),
                 alert_sent=True,
             )
-        alert = sent[0][0] if sent else sent_alert_for_reason(reason)
+        if sent:
+            alert: str | None = sent[0][0]
+        elif self.reports_alerts:
+            # The info callback sees every alert written, so none was (after
+            # our close_notify OpenSSL sends none; found by fuzz/fuzz_pair.py).
+            alert = None
+        else:
+            alert = sent_alert_for_reason(reason)
         if isinstance(exc, _SysCallError):
             message = f"TLS failed: {exc}"
         else:

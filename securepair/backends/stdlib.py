@@ -60,6 +60,9 @@ class StdlibConnection(TLSConnection):
             session=session,
         )
         self._read = self._obj.read
+        # Once our close_notify is out, OpenSSL sends no further alert, so a
+        # later failure must not claim one (found by fuzz/fuzz_pair.py).
+        self._close_sent = False
         self.alerts: list[tuple[str, bool, bool]] = []
         self.is_server = server_side
 
@@ -74,7 +77,14 @@ class StdlibConnection(TLSConnection):
         except ssl.SSLError as exc:
             # OpenSSL sends no alert for some failures (a first record that
             # is not TLS at all); only claim one if something was written.
-            raise self._translate(exc, wrote=self._out.pending > before) from exc
+            error = self._translate(exc, wrote=self._out.pending > before)
+            # An exception in the application's sni_callback reaches OpenSSL
+            # only as CALLBACK_FAILED; TLSConfig kept it: say what it was.
+            app_error = getattr(self._obj, "_securepair_sni_error", None)
+            if app_error is not None:
+                error.args = (f"{error.args[0]}; sni_callback raised {app_error!r}",)
+                raise error from app_error
+            raise error from exc
         return True
 
     def read_into(self, view: memoryview) -> int:
@@ -87,7 +97,7 @@ class StdlibConnection(TLSConnection):
         except ssl.SSLEOFError:
             return EOF
         except ssl.SSLError as exc:
-            raise self._translate(exc) from exc
+            raise self._translate(exc, wrote=not self._close_sent) from exc
         return count if count else CLOSED
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -97,6 +107,7 @@ class StdlibConnection(TLSConnection):
             raise self._translate(exc) from exc
 
     def send_close_notify(self) -> None:
+        self._close_sent = True
         unread = self._in.read()
         try:
             self._obj.unwrap()
@@ -113,7 +124,12 @@ class StdlibConnection(TLSConnection):
     def _translate(self, exc: ssl.SSLError, *, wrote: bool = True) -> TLSError:
         """Our typed error for an ``ssl.SSLError``; the alert we sent, if
         any, is left for the engine to flush first."""
-        reason = exc.reason
+        reason: str | None = exc.reason  # None in practice, whatever typeshed says
+        if reason is None and "internal error" in str(exc):
+            # ERR_R_INTERNAL_ERROR has no name in the ssl module's table;
+            # OpenSSL sends internal_error for it (a short TLS 1.2 AEAD
+            # record, a plaintext record once encryption is on).
+            reason = "INTERNAL_ERROR"
         library = exc.library
         peer_alert = received_alert(reason)
         if peer_alert is not None:
@@ -139,13 +155,15 @@ class StdlibConnection(TLSConnection):
                 verify_code=verify_code,
                 library=library,
                 reason=reason,
-                alert=alert or VERIFY_ALERTS.get(verify_code),
+                alert=alert or VERIFY_ALERTS.get(verify_code, "certificate_unknown"),
                 alert_sent=True,
             )
         if alert is None and wrote:
             # Encrypted (TLS 1.3 after the ServerHello): named from the reason.
             alert = sent_alert_for_reason(reason)
-        detail = f"{library}: {reason}" if library else str(reason or exc)
+        # Without a reason code (OpenSSL's "internal error"), the message
+        # is all there is to show (found by the tamper tests).
+        detail = f"{library}: {reason}" if library and reason else str(reason or exc)
         message = f"TLS failed: {detail}"
         if alert:
             message += f" (sent {alert} alert)"
