@@ -37,6 +37,12 @@ A client, over a blocking socket (the adapters do exactly this)::
     # drive the pair from now on; then, inside TLS:
     followup = neg.followup()           # EHLO again: capabilities are fresh
 
+The whole dance is one call per adapter: :mod:`securepair.starttls.socket`
+(``starttls_client_socket``, ``starttls_server_socket``) and
+:mod:`securepair.starttls.asyncio` (``open_starttls_connection``,
+``accept_starttls``, ``create_starttls_connection``,
+``starttls_server_protocol``).
+
 A server gives the application the commands it has to answer itself as
 :class:`~.events.CommandReceived` events (answer with ``reply(...)``,
 ``reply_raw(bytes)``, ``reply_default()`` or ``release()``), answers
