@@ -44,16 +44,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ._base import (
-    DEFAULT_MAX_BUFFER_SIZE,
-    ClientNegotiator,
-    Followup,
-    PipelinePolicy,
-    ServerNegotiator,
-    State,
+from ._base import DEFAULT_MAX_BUFFER_SIZE, PipelinePolicy, State
+from ._text import (
+    Reply,
+    _CommandFollowup,
+    _LineClient,
+    _LineServer,
+    check_text,
+    format_numeric_reply,
+    read_ftp_reply,
 )
-from ._text import Reply, check_text, format_numeric_reply, parse_verb, read_ftp_reply
-from .errors import StartTLSUsageError
 from .events import CommandReceived
 
 __all__ = ["FTPClient", "FTPServer", "FTPFollowup"]
@@ -63,7 +63,7 @@ __all__ = ["FTPClient", "FTPServer", "FTPFollowup"]
 _TLS_MECHANISMS = frozenset({"TLS", "TLS-C", "SSL"})
 
 
-class FTPClient(ClientNegotiator):
+class FTPClient(_LineClient):
     """The client side of FTP AUTH TLS: reads the ``220`` greeting (after
     any ``120``), sends ``AUTH TLS``, reports
     :class:`~securepair.starttls.events.ReadyToUpgrade` on ``234``.
@@ -71,20 +71,6 @@ class FTPClient(ClientNegotiator):
     ``PROT P`` yourself to protect the data connections."""
 
     protocol = "ftp"
-
-    def __init__(
-        self,
-        *,
-        allow_plaintext: bool = False,
-        max_line_length: int | None = None,
-        max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
-    ) -> None:
-        super().__init__(
-            allow_plaintext=allow_plaintext,
-            max_line_length=max_line_length,
-            max_buffer_size=max_buffer_size,
-        )
-        self._step = "greeting"
 
     def _process(self) -> None:
         while self._state is State.NEGOTIATING:
@@ -128,20 +114,13 @@ class FTPClient(ClientNegotiator):
         )
 
 
-class FTPFollowup(Followup):
+class FTPFollowup(_CommandFollowup):
     """``FEAT`` again inside TLS.  A server without FEAT (``500``/``502``)
     gives an empty list."""
 
     protocol = "ftp"
 
-    def __init__(
-        self,
-        *,
-        max_line_length: int | None = None,
-        max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
-    ) -> None:
-        super().__init__(max_line_length=max_line_length, max_buffer_size=max_buffer_size)
-        self._send(b"FEAT\r\n")
+    COMMAND = b"FEAT\r\n"
 
     def _process(self) -> None:
         if self.done:
@@ -159,7 +138,7 @@ class FTPFollowup(Followup):
             self._malformed(f"unexpected reply {reply.code} to FEAT", reply.raw)
 
 
-class FTPServer(ServerNegotiator):
+class FTPServer(_LineServer):
     """The server side of FTP AUTH TLS.
 
     Sends ``220 greeting`` at once; answers FEAT with AUTH TLS, PBSZ, PROT
@@ -175,6 +154,16 @@ class FTPServer(ServerNegotiator):
     OWN_COMMANDS = frozenset({"FEAT", "NOOP", "QUIT"})
     DEFAULT_AUTO_ANSWER = OWN_COMMANDS
     ALLOWED_BEFORE_TLS = frozenset({"FEAT", "NOOP", "QUIT", "AUTH", "PBSZ", "PROT"})
+    STARTTLS_VERB = "AUTH"
+    GO_AHEAD = b"234 AUTH TLS successful\r\n"
+    UNKNOWN_REPLY = b"500 Syntax error, command unrecognized\r\n"
+    ARGUMENT_REPLY = b"501 Syntax: AUTH TLS\r\n"
+    TLS_REQUIRED_REPLY = b"530 TLS required: issue AUTH TLS first\r\n"
+    FRAMING_REPLY = "500 Syntax error: {}\r\n"
+    REPLY_NAME = "an FTP reply"
+    #: Inside TLS, FEAT without AUTH TLS (PBSZ and PROT are the application's).
+    CAPABILITY_VERB = "FEAT"
+    ALREADY_ACTIVE_REPLY = b"503 TLS is already active\r\n"
 
     def __init__(
         self,
@@ -197,10 +186,7 @@ class FTPServer(ServerNegotiator):
             max_line_length=max_line_length,
             max_buffer_size=max_buffer_size,
         )
-        try:
-            check_text(greeting, "greeting")
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
+        self._check_greeting(greeting)
         self._send(f"220 {greeting}".rstrip().encode() + b"\r\n")
 
     def _is_tls_cap(self, capability: str) -> bool:
@@ -211,51 +197,26 @@ class FTPServer(ServerNegotiator):
         a multi-line reply with the code on every line, which RFC 959
         allows)."""
         lines = [text] if isinstance(text, str) else list(text)
-        try:
+        with self._usage_errors():
             data = format_numeric_reply(code, lines)
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
         self.reply_raw(data)
 
-    def _check_raw(self, data: bytes) -> None:
-        super()._check_raw(data)
-        if not data.endswith(b"\r\n"):
-            raise StartTLSUsageError("an FTP reply ends with CRLF", protocol=self.protocol)
+    def _on_starttls(self, argument: str) -> None:
+        """``AUTH mechanism``: TLS for the TLS mechanisms."""
+        mechanism = argument.strip().upper()
+        if not mechanism:
+            self._send(self.ARGUMENT_REPLY)
+        elif mechanism in _TLS_MECHANISMS:
+            self._switch(self.GO_AHEAD)
+        else:
+            self._send(b"504 Unknown AUTH type\r\n")
 
-    def _framing_reply(self, what: str) -> None:
-        self._send(f"500 Syntax error: {what}\r\n".encode())
+    def _refusal(self, verb: str) -> bytes | None:
+        if verb in ("PBSZ", "PROT"):
+            return b"503 Security data exchange not complete: AUTH TLS first\r\n"
+        return super()._refusal(verb)
 
-    def _process(self) -> None:
-        while self._state is State.NEGOTIATING and self._waiting is None:
-            start = self._consumed
-            line = self._read_line()
-            if line is None:
-                return
-            parsed = parse_verb(line)
-            if parsed is None:
-                self._send(b"500 Syntax error, command unrecognized\r\n")
-                continue
-            verb, argument = parsed
-            if verb == "AUTH":
-                mechanism = argument.strip().upper()
-                if not mechanism:
-                    self._send(b"501 Syntax: AUTH TLS\r\n")
-                elif mechanism in _TLS_MECHANISMS:
-                    self._switch(b"234 AUTH TLS successful\r\n")
-                else:
-                    self._send(b"504 Unknown AUTH type\r\n")
-            elif verb in ("PBSZ", "PROT"):
-                self._send(b"503 Security data exchange not complete: AUTH TLS first\r\n")
-            elif self.require_tls and verb not in self.ALLOWED_BEFORE_TLS:
-                self._send(b"530 TLS required: issue AUTH TLS first\r\n")
-            else:
-                event = CommandReceived(command=verb, argument=argument, raw=line + b"\r\n")
-                if verb in self.OWN_COMMANDS:
-                    self._handle_command(event, start)
-                else:
-                    self._emit_command(event, start)
-
-    def _feat_reply(self, capabilities: Iterable[str], *, tls: bool) -> bytes:
+    def _capability_reply(self, argument: str, capabilities: Iterable[str], *, tls: bool) -> bytes:
         features = [] if tls else ["AUTH TLS"]
         features += ["PBSZ", "PROT", *capabilities]
         body = "".join(f" {check_text(f)}\r\n" for f in features)
@@ -264,22 +225,10 @@ class FTPServer(ServerNegotiator):
     def _answer(self, command: CommandReceived) -> None:
         verb = command.command
         if verb == "FEAT":
-            self._send(self._feat_reply(self.capabilities, tls=False))
+            self._send(self._capability_reply("", self.capabilities, tls=False))
         elif verb == "NOOP":
             self._send(b"200 NOOP ok\r\n")
         elif verb == "QUIT":
             self._close(b"221 Goodbye\r\n")
         else:
             self._send(b"502 Command not implemented\r\n")
-
-    def answer_in_tls(self, line: bytes) -> bytes | None:
-        """Inside TLS: ``503`` to a second AUTH, FEAT without AUTH TLS;
-        ``None`` otherwise (PBSZ and PROT are the application's)."""
-        parsed = parse_verb(line.removesuffix(b"\r\n"))
-        if parsed is None:
-            return None
-        if parsed[0] == "AUTH":
-            return b"503 TLS is already active\r\n"
-        if parsed[0] == "FEAT":
-            return self._feat_reply(self.tls_capabilities, tls=True)
-        return None

@@ -52,16 +52,8 @@ import re
 from collections.abc import Iterable
 from typing import ClassVar
 
-from ._base import (
-    DEFAULT_MAX_BUFFER_SIZE,
-    ClientNegotiator,
-    Followup,
-    PipelinePolicy,
-    ServerNegotiator,
-    State,
-    _Conversation,
-)
-from ._text import check_text
+from ._base import DEFAULT_MAX_BUFFER_SIZE, Followup, PipelinePolicy, State, _Conversation
+from ._text import _LineClient, _LineServer, check_text
 from .errors import LimitExceededError, StartTLSUsageError
 from .events import CommandReceived
 
@@ -133,7 +125,7 @@ def _capabilities(text: bytes) -> tuple[str, ...]:
     return tuple(text.decode("ascii", "replace").split())
 
 
-class IMAPClient(_Responses, ClientNegotiator):
+class IMAPClient(_Responses, _LineClient):
     """The client side of IMAP STARTTLS.
 
     Reads the greeting (refusing PREAUTH), sends ``<tag> STARTTLS`` right
@@ -162,7 +154,6 @@ class IMAPClient(_Responses, ClientNegotiator):
             raise StartTLSUsageError(f"{tag_prefix!r} is not an IMAP tag", protocol="imap")
         self.tag_prefix = tag_prefix
         self._tag = f"{tag_prefix}1".encode()
-        self._step = "greeting"
         self._init_responses()
 
     def _process(self) -> None:
@@ -271,7 +262,7 @@ class IMAPFollowup(_Responses, Followup):
             self._finish(self._found or ())
 
 
-class IMAPServer(_Responses, ServerNegotiator):
+class IMAPServer(_Responses, _LineServer):
     """The server side of IMAP STARTTLS.
 
     Sends ``* OK [CAPABILITY ...] greeting`` at once.  The capabilities
@@ -290,6 +281,12 @@ class IMAPServer(_Responses, ServerNegotiator):
     ALLOWED_BEFORE_TLS: ClassVar[frozenset[str]] = frozenset(
         {"CAPABILITY", "NOOP", "LOGOUT", "ID", "STARTTLS"}
     )
+    # Sent after the command's tag and a space.
+    GO_AHEAD = b"OK Begin TLS negotiation now\r\n"
+    ARGUMENT_REPLY = b"BAD STARTTLS takes no arguments\r\n"
+    TLS_REQUIRED_REPLY = b"BAD Must issue a STARTTLS command first\r\n"
+    FRAMING_REPLY = "* BYE Syntax error: {}\r\n"
+    REPLY_NAME = "an IMAP response"
 
     def __init__(
         self,
@@ -313,11 +310,9 @@ class IMAPServer(_Responses, ServerNegotiator):
             max_buffer_size=max_buffer_size,
         )
         self._init_responses()
+        self._command_tag = "*"
         self.tls_capabilities = [c for c in self.tls_capabilities if c.upper() != "LOGINDISABLED"]
-        try:
-            check_text(greeting, "greeting")
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
+        self._check_greeting(greeting)
         self._send(f"* OK [CAPABILITY {self._cap_list(tls=False)}] {greeting}\r\n".encode())
 
     def _check_capability(self, capability: str) -> None:
@@ -347,22 +342,12 @@ class IMAPServer(_Responses, ServerNegotiator):
             raise StartTLSUsageError(
                 f"status {status!r} is not OK, NO or BAD", protocol=self.protocol
             )
-        try:
+        with self._usage_errors():
             lines = [f"* {check_text(u, 'untagged response')}\r\n" for u in untagged]
             lines.append(f"{waiting.tag} {status.upper()} {check_text(text)}".rstrip() + "\r\n")
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
         self.reply_raw("".join(lines).encode("utf-8"))
 
-    def _check_raw(self, data: bytes) -> None:
-        super()._check_raw(data)
-        if not data.endswith(b"\r\n"):
-            raise StartTLSUsageError("an IMAP response ends with CRLF", protocol=self.protocol)
-
     # -- commands
-
-    def _framing_reply(self, what: str) -> None:
-        self._send(f"* BYE Syntax error: {what}\r\n".encode())
 
     def _process(self) -> None:
         while self._state is State.NEGOTIATING and self._waiting is None:
@@ -391,27 +376,25 @@ class IMAPServer(_Responses, ServerNegotiator):
         if not verb_b.isalpha() or not verb_b.isascii():
             self._send(f"{tag} BAD Invalid command\r\n".encode())
             return
-        verb = verb_b.decode("ascii").upper()
-        argument = argument_b.decode("utf-8", "replace")
-        if verb == "STARTTLS":
-            if argument_b:
-                self._send(f"{tag} BAD STARTTLS takes no arguments\r\n".encode())
-            else:
-                self._switch(f"{tag} OK Begin TLS negotiation now\r\n".encode())
-            return
-        if self.require_tls and verb not in self.ALLOWED_BEFORE_TLS:
-            if verb in ("LOGIN", "AUTHENTICATE"):
-                self._send(
-                    f"{tag} NO [PRIVACYREQUIRED] Must issue a STARTTLS command first\r\n".encode()
-                )
-            else:
-                self._send(f"{tag} BAD Must issue a STARTTLS command first\r\n".encode())
-            return
-        event = CommandReceived(command=verb, argument=argument, raw=raw, tag=tag)
-        if verb in self.OWN_COMMANDS:
-            self._handle_command(event, start)
-        else:
-            self._emit_command(event, start)
+        self._command_tag = tag
+        self._on_verb(
+            verb_b.decode("ascii").upper(), argument_b.decode("utf-8", "replace"), raw, start
+        )
+
+    def _answer_line(self, data: bytes) -> bytes:
+        return f"{self._command_tag} ".encode() + data
+
+    def _refusal(self, verb: str) -> bytes | None:
+        if (
+            self.require_tls
+            and verb not in self.ALLOWED_BEFORE_TLS
+            and verb in ("LOGIN", "AUTHENTICATE")
+        ):
+            return b"NO [PRIVACYREQUIRED] Must issue a STARTTLS command first\r\n"
+        return super()._refusal(verb)
+
+    def _command(self, verb: str, argument: str, raw: bytes) -> CommandReceived:
+        return CommandReceived(command=verb, argument=argument, raw=raw, tag=self._command_tag)
 
     def _answer(self, command: CommandReceived) -> None:
         tag = command.tag

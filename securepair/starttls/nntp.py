@@ -40,16 +40,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ._base import (
-    DEFAULT_MAX_BUFFER_SIZE,
-    ClientNegotiator,
-    Followup,
-    PipelinePolicy,
-    ServerNegotiator,
-    State,
-)
-from ._text import check_text, dot_body, parse_verb, read_dot_body
-from .errors import StartTLSUsageError
+from ._base import DEFAULT_MAX_BUFFER_SIZE, PipelinePolicy, State
+from ._text import _CommandFollowup, _LineClient, _LineServer, check_text, dot_body, read_dot_body
 from .events import CommandReceived
 
 __all__ = ["NNTPClient", "NNTPServer", "NNTPFollowup"]
@@ -57,7 +49,7 @@ __all__ = ["NNTPClient", "NNTPServer", "NNTPFollowup"]
 _CODE = re.compile(rb"([1-5][0-9][0-9])(?: |$)")
 
 
-class NNTPClient(ClientNegotiator):
+class NNTPClient(_LineClient):
     """The client side of NNTP STARTTLS: reads the ``200``/``201``
     greeting, sends STARTTLS, reports
     :class:`~securepair.starttls.events.ReadyToUpgrade` on ``382``.
@@ -65,20 +57,6 @@ class NNTPClient(ClientNegotiator):
 
     protocol = "nntp"
     default_max_line_length = 2048
-
-    def __init__(
-        self,
-        *,
-        allow_plaintext: bool = False,
-        max_line_length: int | None = None,
-        max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
-    ) -> None:
-        super().__init__(
-            allow_plaintext=allow_plaintext,
-            max_line_length=max_line_length,
-            max_buffer_size=max_buffer_size,
-        )
-        self._step = "greeting"
 
     def _process(self) -> None:
         while self._state is State.NEGOTIATING:
@@ -121,20 +99,13 @@ def _is_101(line: bytes) -> bool:
     return line[:4] == b"101 " or line == b"101"
 
 
-class NNTPFollowup(Followup):
+class NNTPFollowup(_CommandFollowup):
     """``CAPABILITIES`` again inside TLS."""
 
     protocol = "nntp"
     default_max_line_length = 2048
 
-    def __init__(
-        self,
-        *,
-        max_line_length: int | None = None,
-        max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
-    ) -> None:
-        super().__init__(max_line_length=max_line_length, max_buffer_size=max_buffer_size)
-        self._send(b"CAPABILITIES\r\n")
+    COMMAND = b"CAPABILITIES\r\n"
 
     def _process(self) -> None:
         if self.done:
@@ -148,7 +119,7 @@ class NNTPFollowup(Followup):
         self._finish(line.decode("utf-8", "replace") for line in lines)
 
 
-class NNTPServer(ServerNegotiator):
+class NNTPServer(_LineServer):
     """The server side of NNTP STARTTLS.
 
     Sends ``200 greeting`` (``201`` with ``posting_allowed=False``) at
@@ -165,6 +136,15 @@ class NNTPServer(ServerNegotiator):
     OWN_COMMANDS = frozenset({"CAPABILITIES", "QUIT"})
     DEFAULT_AUTO_ANSWER = OWN_COMMANDS
     ALLOWED_BEFORE_TLS = frozenset({"CAPABILITIES", "QUIT", "STARTTLS"})
+    GO_AHEAD = b"382 Continue with TLS negotiation\r\n"
+    UNKNOWN_REPLY = b"500 Unknown command\r\n"
+    ARGUMENT_REPLY = b"501 STARTTLS takes no arguments\r\n"
+    TLS_REQUIRED_REPLY = b"483 Encryption required: issue STARTTLS first\r\n"
+    FRAMING_REPLY = "501 Syntax error: {}\r\n"
+    REPLY_NAME = "an NNTP response"
+    CAPABILITY_VERB = "CAPABILITIES"
+    #: Inside TLS (RFC 4642 2.2.2).
+    ALREADY_ACTIVE_REPLY = b"502 TLS is already active\r\n"
 
     def __init__(
         self,
@@ -192,60 +172,22 @@ class NNTPServer(ServerNegotiator):
             max_line_length=max_line_length,
             max_buffer_size=max_buffer_size,
         )
-        try:
-            check_text(greeting, "greeting")
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
+        self._check_greeting(greeting)
         code = 200 if posting_allowed else 201
         self._send(f"{code} {greeting}".rstrip().encode() + b"\r\n")
 
     def reply(self, code: int, text: str = "", lines: Iterable[str] | None = None) -> None:
         """Answer the waiting command with ``code text``, followed by a
         dot-terminated body when ``lines`` is given."""
-        try:
+        with self._usage_errors():
             if not isinstance(code, int) or not 100 <= code <= 599:
                 raise ValueError(f"reply code {code!r} is not a three-digit number")
             data = f"{code} {check_text(text)}".rstrip().encode("utf-8") + b"\r\n"
             if lines is not None:
                 data += dot_body(lines)
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
         self.reply_raw(data)
 
-    def _check_raw(self, data: bytes) -> None:
-        super()._check_raw(data)
-        if not data.endswith(b"\r\n"):
-            raise StartTLSUsageError("an NNTP response ends with CRLF", protocol=self.protocol)
-
-    def _framing_reply(self, what: str) -> None:
-        self._send(f"501 Syntax error: {what}\r\n".encode())
-
-    def _process(self) -> None:
-        while self._state is State.NEGOTIATING and self._waiting is None:
-            start = self._consumed
-            line = self._read_line()
-            if line is None:
-                return
-            parsed = parse_verb(line)
-            if parsed is None:
-                self._send(b"500 Unknown command\r\n")
-                continue
-            verb, argument = parsed
-            if verb == "STARTTLS":
-                if argument:
-                    self._send(b"501 STARTTLS takes no arguments\r\n")
-                else:
-                    self._switch(b"382 Continue with TLS negotiation\r\n")
-            elif self.require_tls and verb not in self.ALLOWED_BEFORE_TLS:
-                self._send(b"483 Encryption required: issue STARTTLS first\r\n")
-            else:
-                event = CommandReceived(command=verb, argument=argument, raw=line + b"\r\n")
-                if verb in self.OWN_COMMANDS:
-                    self._handle_command(event, start)
-                else:
-                    self._emit_command(event, start)
-
-    def _capabilities_reply(self, capabilities: Iterable[str], *, tls: bool) -> bytes:
+    def _capability_reply(self, argument: str, capabilities: Iterable[str], *, tls: bool) -> bytes:
         lines = ["VERSION 2", *capabilities]
         if not tls:
             lines.append("STARTTLS")
@@ -254,20 +196,8 @@ class NNTPServer(ServerNegotiator):
     def _answer(self, command: CommandReceived) -> None:
         verb = command.command
         if verb == "CAPABILITIES":
-            self._send(self._capabilities_reply(self.capabilities, tls=False))
+            self._send(self._capability_reply("", self.capabilities, tls=False))
         elif verb == "QUIT":
             self._close(b"205 Connection closing\r\n")
         else:
             self._send(b"500 Unknown command\r\n")
-
-    def answer_in_tls(self, line: bytes) -> bytes | None:
-        """Inside TLS: ``502`` to STARTTLS (RFC 4642 2.2.2), CAPABILITIES
-        without STARTTLS; ``None`` otherwise."""
-        parsed = parse_verb(line.removesuffix(b"\r\n"))
-        if parsed is None:
-            return None
-        if parsed[0] == "STARTTLS":
-            return b"502 TLS is already active\r\n"
-        if parsed[0] == "CAPABILITIES":
-            return self._capabilities_reply(self.tls_capabilities, tls=True)
-        return None

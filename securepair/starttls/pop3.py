@@ -39,16 +39,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._base import (
-    DEFAULT_MAX_BUFFER_SIZE,
-    ClientNegotiator,
-    Followup,
-    PipelinePolicy,
-    ServerNegotiator,
-    State,
-)
-from ._text import check_text, dot_body, parse_verb, read_dot_body
-from .errors import StartTLSUsageError
+from ._base import DEFAULT_MAX_BUFFER_SIZE, PipelinePolicy, State
+from ._text import _CommandFollowup, _LineClient, _LineServer, check_text, dot_body, read_dot_body
 from .events import CommandReceived
 
 __all__ = ["POP3Client", "POP3Server", "POP3Followup"]
@@ -62,27 +54,13 @@ def _err(line: bytes) -> bool:
     return line == b"-ERR" or line.startswith(b"-ERR ")
 
 
-class POP3Client(ClientNegotiator):
+class POP3Client(_LineClient):
     """The client side of POP3 STLS: reads the ``+OK`` greeting, sends
     ``STLS`` and reports :class:`~securepair.starttls.events.ReadyToUpgrade`
     on ``+OK``.  :meth:`followup` sends CAPA inside TLS."""
 
     protocol = "pop3"
     default_max_line_length = 2048
-
-    def __init__(
-        self,
-        *,
-        allow_plaintext: bool = False,
-        max_line_length: int | None = None,
-        max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
-    ) -> None:
-        super().__init__(
-            allow_plaintext=allow_plaintext,
-            max_line_length=max_line_length,
-            max_buffer_size=max_buffer_size,
-        )
-        self._step = "greeting"
 
     def _process(self) -> None:
         while self._state is State.NEGOTIATING:
@@ -114,21 +92,14 @@ class POP3Client(ClientNegotiator):
         )
 
 
-class POP3Followup(Followup):
+class POP3Followup(_CommandFollowup):
     """``CAPA`` again inside TLS.  A server without CAPA (``-ERR``) gives an
     empty capability list."""
 
     protocol = "pop3"
     default_max_line_length = 2048
 
-    def __init__(
-        self,
-        *,
-        max_line_length: int | None = None,
-        max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
-    ) -> None:
-        super().__init__(max_line_length=max_line_length, max_buffer_size=max_buffer_size)
-        self._send(b"CAPA\r\n")
+    COMMAND = b"CAPA\r\n"
 
     def _process(self) -> None:
         if self.done:
@@ -145,7 +116,7 @@ class POP3Followup(Followup):
             self._malformed("the reply to CAPA is neither +OK nor -ERR", raw)
 
 
-class POP3Server(ServerNegotiator):
+class POP3Server(_LineServer):
     """The server side of POP3 STLS.
 
     Sends ``+OK greeting`` at once; answers CAPA with :attr:`capabilities`
@@ -161,6 +132,15 @@ class POP3Server(ServerNegotiator):
     OWN_COMMANDS = frozenset({"CAPA", "NOOP", "QUIT"})
     DEFAULT_AUTO_ANSWER = OWN_COMMANDS
     ALLOWED_BEFORE_TLS = frozenset({"CAPA", "NOOP", "QUIT", "STLS"})
+    STARTTLS_VERB = "STLS"
+    GO_AHEAD = b"+OK Begin TLS negotiation\r\n"
+    UNKNOWN_REPLY = b"-ERR Unknown command\r\n"
+    ARGUMENT_REPLY = b"-ERR STLS takes no arguments\r\n"
+    TLS_REQUIRED_REPLY = b"-ERR Must issue STLS first\r\n"
+    FRAMING_REPLY = "-ERR Syntax error: {}\r\n"
+    REPLY_NAME = "a POP3 reply"
+    CAPABILITY_VERB = "CAPA"
+    ALREADY_ACTIVE_REPLY = b"-ERR TLS is already active\r\n"
 
     def __init__(
         self,
@@ -183,10 +163,7 @@ class POP3Server(ServerNegotiator):
             max_line_length=max_line_length,
             max_buffer_size=max_buffer_size,
         )
-        try:
-            check_text(greeting, "greeting")
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
+        self._check_greeting(greeting)
         self._send(f"+OK {greeting}".rstrip().encode() + b"\r\n")
 
     def _is_tls_cap(self, capability: str) -> bool:
@@ -195,52 +172,23 @@ class POP3Server(ServerNegotiator):
     def reply(self, ok: bool, text: str = "", lines: Iterable[str] | None = None) -> None:
         """Answer the waiting command with ``+OK text`` or ``-ERR text``,
         followed by a dot-terminated body when ``lines`` is given."""
-        try:
+        with self._usage_errors():
             status = "+OK" if ok else "-ERR"
             data = f"{status} {check_text(text)}".rstrip().encode("utf-8") + b"\r\n"
             if lines is not None:
                 data += dot_body(lines)
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
         self.reply_raw(data)
 
-    def _check_raw(self, data: bytes) -> None:
-        super()._check_raw(data)
-        if not data.endswith(b"\r\n"):
-            raise StartTLSUsageError("a POP3 reply ends with CRLF", protocol=self.protocol)
+    def _refusal(self, verb: str) -> bytes | None:
+        if (
+            self.require_tls
+            and verb not in self.ALLOWED_BEFORE_TLS
+            and verb in ("USER", "PASS", "APOP", "AUTH")
+        ):
+            return b"-ERR [AUTH] Must issue STLS first\r\n"
+        return super()._refusal(verb)
 
-    def _framing_reply(self, what: str) -> None:
-        self._send(f"-ERR Syntax error: {what}\r\n".encode())
-
-    def _process(self) -> None:
-        while self._state is State.NEGOTIATING and self._waiting is None:
-            start = self._consumed
-            line = self._read_line()
-            if line is None:
-                return
-            parsed = parse_verb(line)
-            if parsed is None:
-                self._send(b"-ERR Unknown command\r\n")
-                continue
-            verb, argument = parsed
-            if verb == "STLS":
-                if argument:
-                    self._send(b"-ERR STLS takes no arguments\r\n")
-                else:
-                    self._switch(b"+OK Begin TLS negotiation\r\n")
-            elif self.require_tls and verb not in self.ALLOWED_BEFORE_TLS:
-                if verb in ("USER", "PASS", "APOP", "AUTH"):
-                    self._send(b"-ERR [AUTH] Must issue STLS first\r\n")
-                else:
-                    self._send(b"-ERR Must issue STLS first\r\n")
-            else:
-                event = CommandReceived(command=verb, argument=argument, raw=line + b"\r\n")
-                if verb in self.OWN_COMMANDS:
-                    self._handle_command(event, start)
-                else:
-                    self._emit_command(event, start)
-
-    def _capa_reply(self, capabilities: Iterable[str], *, tls: bool) -> bytes:
+    def _capability_reply(self, argument: str, capabilities: Iterable[str], *, tls: bool) -> bytes:
         lines = list(capabilities)
         if not tls:
             lines.append("STLS")
@@ -249,22 +197,10 @@ class POP3Server(ServerNegotiator):
     def _answer(self, command: CommandReceived) -> None:
         verb = command.command
         if verb == "CAPA":
-            self._send(self._capa_reply(self.capabilities, tls=False))
+            self._send(self._capability_reply("", self.capabilities, tls=False))
         elif verb == "NOOP":
             self._send(b"+OK\r\n")
         elif verb == "QUIT":
             self._close(b"+OK Bye\r\n")
         else:
             self._send(b"-ERR Unknown command\r\n")
-
-    def answer_in_tls(self, line: bytes) -> bytes | None:
-        """Inside TLS: ``-ERR`` to STLS, CAPA with the TLS capabilities (no
-        STLS); ``None`` otherwise."""
-        parsed = parse_verb(line.removesuffix(b"\r\n"))
-        if parsed is None:
-            return None
-        if parsed[0] == "STLS":
-            return b"-ERR TLS is already active\r\n"
-        if parsed[0] == "CAPA":
-            return self._capa_reply(self.tls_capabilities, tls=True)
-        return None

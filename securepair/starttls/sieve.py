@@ -45,16 +45,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ._base import (
-    DEFAULT_MAX_BUFFER_SIZE,
-    ClientNegotiator,
-    Followup,
-    PipelinePolicy,
-    ServerNegotiator,
-    State,
-    _Conversation,
-)
-from ._text import check_text
+from ._base import DEFAULT_MAX_BUFFER_SIZE, Followup, PipelinePolicy, State, _Conversation
+from ._text import _LineClient, _LineServer, check_text
 from .errors import LimitExceededError, StartTLSUsageError
 from .events import CommandReceived
 
@@ -87,8 +79,13 @@ class _Lines(_Conversation):
     def _init_lines(self) -> None:
         self._literal_wait = -1
 
-    def _read_logical(self) -> tuple[bytes, int] | None:
-        """``(raw, start offset)`` of the next logical line, consumed."""
+    def _literal_too_large(self) -> None:
+        """Called before failing on a literal over ``max_buffer_size``."""
+
+    def _read_logical(self) -> tuple[bytes, bytes, int] | None:
+        """``(first line, raw, start offset)`` of the next logical line,
+        consumed; its literals (``{n+}``, and ``{n}`` from lenient peers)
+        are included in ``raw``."""
         while True:
             if self._literal_wait >= 0:
                 if self._peek_bytes(self._literal_wait) is None:
@@ -103,6 +100,7 @@ class _Lines(_Conversation):
                 break
             size = int(match.group(1))
             if size > self.max_buffer_size:
+                self._literal_too_large()
                 raise self._fail(
                     LimitExceededError(
                         f"a literal of {size} bytes is over max_buffer_size",
@@ -112,8 +110,9 @@ class _Lines(_Conversation):
                     )
                 )
             self._literal_wait = size
+        first = self._acc[0]
         start = self._consumed
-        return self._consume_looked(), start
+        return first, self._consume_looked(), start
 
     def _tokens(self, raw: bytes) -> list[_Token]:
         """Split a logical line (CRLF included) into tokens."""
@@ -190,7 +189,7 @@ class _CapabilityReader(_Lines):
             logical = self._read_logical()
             if logical is None:
                 return None
-            raw, start = logical
+            _, raw, start = logical
             tokens = self._tokens(raw)
             if tokens and tokens[0].kind == "string":
                 if any(t.kind != "string" for t in tokens) or len(tokens) > 2:
@@ -215,7 +214,7 @@ def _response_text(tokens: list[_Token]) -> str:
     return " ".join(t.value.decode("utf-8", "replace") for t in tokens)
 
 
-class ManageSieveClient(_CapabilityReader, ClientNegotiator):
+class ManageSieveClient(_CapabilityReader, _LineClient):
     """The client side of ManageSieve STARTTLS: reads the capability
     greeting (refusing a server that does not list STARTTLS), sends
     STARTTLS, reports :class:`~securepair.starttls.events.ReadyToUpgrade`
@@ -237,7 +236,6 @@ class ManageSieveClient(_CapabilityReader, ClientNegotiator):
             max_buffer_size=max_buffer_size,
         )
         self._init_caps()
-        self._step = "greeting"
 
     def _process(self) -> None:
         while self._state is State.NEGOTIATING:
@@ -321,7 +319,7 @@ class ManageSieveFollowup(_CapabilityReader, Followup):
         self._finish(self._caps)
 
 
-class ManageSieveServer(ServerNegotiator):
+class ManageSieveServer(_Lines, _LineServer):
     """The server side of ManageSieve STARTTLS.
 
     Sends the capability greeting at once: each of :attr:`capabilities`
@@ -339,6 +337,11 @@ class ManageSieveServer(ServerNegotiator):
     OWN_COMMANDS = frozenset({"CAPABILITY", "NOOP", "LOGOUT"})
     DEFAULT_AUTO_ANSWER = OWN_COMMANDS
     ALLOWED_BEFORE_TLS = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS"})
+    GO_AHEAD = b'OK "Begin TLS negotiation now."\r\n'
+    UNKNOWN_REPLY = b'NO "Syntax error"\r\n'
+    ARGUMENT_REPLY = b'NO "STARTTLS takes no arguments"\r\n'
+    TLS_REQUIRED_REPLY = b'NO (ENCRYPT-NEEDED) "Must issue STARTTLS first"\r\n'
+    REPLY_NAME = "a ManageSieve response"
 
     def __init__(
         self,
@@ -366,11 +369,9 @@ class ManageSieveServer(ServerNegotiator):
             max_line_length=max_line_length,
             max_buffer_size=max_buffer_size,
         )
-        try:
+        with self._usage_errors():
             ok = f"OK {quote(greeting)}" if greeting else "OK"
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
-        self._literal_wait = -1
+        self._init_lines()
         self._send(self._caps_block(self.capabilities, tls=False) + ok.encode() + b"\r\n")
 
     def _is_tls_cap(self, capability: str) -> bool:
@@ -395,82 +396,35 @@ class ManageSieveServer(ServerNegotiator):
             raise StartTLSUsageError(
                 f"status {status!r} is not OK, NO or BYE", protocol=self.protocol
             )
-        try:
+        with self._usage_errors():
             parts = [status]
             if code:
                 parts.append(f"({check_text(code, 'response code')})")
             if text:
                 parts.append(quote(text))
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
         self.reply_raw((" ".join(parts) + "\r\n").encode("utf-8"))
-
-    def _check_raw(self, data: bytes) -> None:
-        super()._check_raw(data)
-        if not data.endswith(b"\r\n"):
-            raise StartTLSUsageError(
-                "a ManageSieve response ends with CRLF", protocol=self.protocol
-            )
 
     def _framing_reply(self, what: str) -> None:
         self._send(f"BYE {quote('Syntax error: ' + what)}\r\n".encode())
 
-    def _read_command(self) -> tuple[bytes, bytes, int] | None:
-        """``(first line, raw, start)`` of the next command, literals
-        (``{n+}``, and ``{n}`` from lenient clients) included."""
-        while True:
-            if self._literal_wait >= 0:
-                if self._peek_bytes(self._literal_wait) is None:
-                    return None
-                self._literal_wait = -1
-            line = self._peek_line()
-            if line is None:
-                return None
-            self._acc.append(line)
-            match = _LITERAL.search(line)
-            if match is None:
-                break
-            size = int(match.group(1))
-            if size > self.max_buffer_size:
-                self._send(b'BYE "Literal too large"\r\n')
-                raise self._fail(
-                    LimitExceededError(
-                        f"a literal of {size} bytes is over max_buffer_size",
-                        protocol=self.protocol,
-                        limit=self.max_buffer_size,
-                        data=line,
-                    )
-                )
-            self._literal_wait = size
-        first = self._acc[0]
-        start = self._consumed
-        return first, self._consume_looked(), start
+    def _literal_too_large(self) -> None:
+        self._send(b'BYE "Literal too large"\r\n')
 
     def _process(self) -> None:
         while self._state is State.NEGOTIATING and self._waiting is None:
-            command = self._read_command()
+            command = self._read_logical()
             if command is None:
                 return
             line, raw, start = command
             verb_b, _, argument_b = line.partition(b" ")
             if not _ATOM.fullmatch(verb_b):
-                self._send(b'NO "Syntax error"\r\n')
+                self._send(self.UNKNOWN_REPLY)
                 continue
             verb = verb_b.decode("ascii").upper()
-            argument = argument_b.decode("utf-8", "replace")
-            if verb == "STARTTLS":
-                if argument_b or len(raw) != len(line) + 2:
-                    self._send(b'NO "STARTTLS takes no arguments"\r\n')
-                else:
-                    self._switch(b'OK "Begin TLS negotiation now."\r\n')
-            elif self.require_tls and verb not in self.ALLOWED_BEFORE_TLS:
-                self._send(b'NO (ENCRYPT-NEEDED) "Must issue STARTTLS first"\r\n')
-            else:
-                event = CommandReceived(command=verb, argument=argument, raw=raw)
-                if verb in self.OWN_COMMANDS:
-                    self._handle_command(event, start)
-                else:
-                    self._emit_command(event, start)
+            if verb == self.STARTTLS_VERB and len(raw) != len(line) + 2:
+                self._send(self.ARGUMENT_REPLY)  # STARTTLS with a literal
+                continue
+            self._on_verb(verb, argument_b.decode("utf-8", "replace"), raw, start)
 
     def _answer(self, command: CommandReceived) -> None:
         verb = command.command

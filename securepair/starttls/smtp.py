@@ -58,15 +58,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
-from ._base import (
-    DEFAULT_MAX_BUFFER_SIZE,
-    ClientNegotiator,
-    Followup,
-    PipelinePolicy,
-    ServerNegotiator,
-    State,
-)
-from ._text import Reply, check_text, format_numeric_reply, parse_verb, read_numeric_reply
+from ._base import DEFAULT_MAX_BUFFER_SIZE, Followup, PipelinePolicy, State
+from ._text import Reply, _LineClient, _LineServer, format_numeric_reply, read_numeric_reply
 from .errors import StartTLSUsageError
 from .events import CommandReceived
 
@@ -84,7 +77,7 @@ def _keywords(lines: Sequence[bytes]) -> tuple[str, ...]:
     return tuple(line.decode("utf-8", "replace") for line in lines[1:])
 
 
-class SMTPClient(ClientNegotiator):
+class SMTPClient(_LineClient):
     """The client side of SMTP STARTTLS.
 
     ``local_hostname`` is what EHLO announces.  The client reads the
@@ -114,7 +107,6 @@ class SMTPClient(ClientNegotiator):
         )
         #: The name sent with EHLO (LHLO).
         self.local_hostname = _check_domain(local_hostname, "local_hostname")
-        self._step = "greeting"
         self._plaintext_capabilities: tuple[str, ...] = ()
 
     @property
@@ -227,7 +219,7 @@ class SMTPFollowup(Followup):
         self._finish(_keywords(reply.lines))
 
 
-class SMTPServer(ServerNegotiator):
+class SMTPServer(_LineServer):
     """The server side of SMTP STARTTLS.
 
     Sends the ``220`` greeting at once (``data_to_send()``), answers EHLO
@@ -252,6 +244,14 @@ class SMTPServer(ServerNegotiator):
     )
     #: Hello commands this protocol does not accept (and the reply).
     WRONG_HELLO: ClassVar[frozenset[str]] = frozenset({"LHLO"})
+    GO_AHEAD = b"220 2.0.0 Ready to start TLS\r\n"
+    UNKNOWN_REPLY = b"500 5.5.2 Syntax error, command unrecognized\r\n"
+    ARGUMENT_REPLY = b"501 5.5.4 Syntax error (no parameters allowed)\r\n"
+    TLS_REQUIRED_REPLY = b"530 5.7.0 Must issue a STARTTLS command first\r\n"
+    FRAMING_REPLY = "500 5.5.2 Syntax error: {}\r\n"
+    REPLY_NAME = "an SMTP reply"
+    #: Inside TLS, EHLO (LHLO) is answered without STARTTLS (RFC 3207 4.2).
+    ALREADY_ACTIVE_REPLY = b"503 5.5.1 Error: TLS already active\r\n"
 
     def __init__(
         self,
@@ -277,10 +277,7 @@ class SMTPServer(ServerNegotiator):
         )
         #: The server's name, in the greeting and the EHLO reply.
         self.hostname = _check_domain(hostname, "hostname")
-        try:
-            check_text(greeting, "greeting")
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
+        self._check_greeting(greeting)
         self._greeted = False
         self._send(f"220 {self.hostname} {greeting}".rstrip(" ").encode() + b"\r\n")
 
@@ -293,61 +290,39 @@ class SMTPServer(ServerNegotiator):
         """Answer the waiting command with ``code`` and one line of text
         (or several lines, sent as a multi-line reply)."""
         lines = [text] if isinstance(text, str) else list(text)
-        try:
+        with self._usage_errors():
             data = format_numeric_reply(code, lines)
-        except ValueError as exc:
-            raise StartTLSUsageError(str(exc), protocol=self.protocol) from None
         self.reply_raw(data)
-
-    def _check_raw(self, data: bytes) -> None:
-        super()._check_raw(data)
-        if not data.endswith(b"\r\n"):
-            raise StartTLSUsageError("an SMTP reply ends with CRLF", protocol=self.protocol)
 
     # -- commands
 
-    def _framing_reply(self, what: str) -> None:
-        self._send(f"500 5.5.2 Syntax error: {what}\r\n".encode())
+    def _refusal(self, verb: str) -> bytes | None:
+        if verb in self.WRONG_HELLO:
+            return f"500 5.5.1 Unknown command: use {self.HELLO}\r\n".encode()
+        if self.require_tls and verb not in self._allowed_before_tls():
+            return self.TLS_REQUIRED_REPLY
+        return None
 
-    def _process(self) -> None:
-        while self._state is State.NEGOTIATING and self._waiting is None:
-            start = self._consumed
-            line = self._read_line()
-            if line is None:
-                return
-            parsed = parse_verb(line)
-            if parsed is None:
-                self._send(b"500 5.5.2 Syntax error, command unrecognized\r\n")
-                continue
-            verb, argument = parsed
-            raw = line + b"\r\n"
-            if verb == "STARTTLS":
-                self._on_starttls(argument)
-            elif verb in self.WRONG_HELLO:
-                self._send(f"500 5.5.1 Unknown command: use {self.HELLO}\r\n".encode())
-            elif self.require_tls and verb not in self._allowed_before_tls():
-                self._send(b"530 5.7.0 Must issue a STARTTLS command first\r\n")
-            else:
-                if verb in (self.HELLO, "HELO"):
-                    self._greeted = True
-                event = CommandReceived(command=verb, argument=argument, raw=raw)
-                if verb in self.OWN_COMMANDS:
-                    self._handle_command(event, start)
-                else:
-                    self._emit_command(event, start)
+    def _dispatch(self, event: CommandReceived, start: int) -> None:
+        if event.command in (self.HELLO, "HELO"):
+            self._greeted = True
+        super()._dispatch(event, start)
 
     def _allowed_before_tls(self) -> frozenset[str]:
         return self.ALLOWED_BEFORE_TLS
 
     def _on_starttls(self, argument: str) -> None:
         if argument:
-            self._send(b"501 5.5.4 Syntax error (no parameters allowed)\r\n")
+            self._send(self.ARGUMENT_REPLY)
         elif not self._greeted:
             self._send(f"503 5.5.1 Error: send {self.HELLO} first\r\n".encode())
         else:
-            self._switch(b"220 2.0.0 Ready to start TLS\r\n")
+            self._switch(self.GO_AHEAD)
 
-    def _hello_reply(self, argument: str, capabilities: Sequence[str], tls: bool) -> bytes:
+    def _capability_verb(self) -> str:
+        return self.HELLO
+
+    def _capability_reply(self, argument: str, capabilities: Iterable[str], *, tls: bool) -> bytes:
         if not argument.strip():
             return f"501 5.5.4 Syntax: {self.HELLO} hostname\r\n".encode()
         lines = [self.hostname, *capabilities]
@@ -358,7 +333,7 @@ class SMTPServer(ServerNegotiator):
     def _answer(self, command: CommandReceived) -> None:
         verb = command.command
         if verb == self.HELLO:
-            self._send(self._hello_reply(command.argument, self.capabilities, tls=False))
+            self._send(self._capability_reply(command.argument, self.capabilities, tls=False))
         elif verb == "HELO":
             if command.argument.strip():
                 self._send(f"250 {self.hostname}\r\n".encode())
@@ -372,20 +347,6 @@ class SMTPServer(ServerNegotiator):
             self._close(b"221 2.0.0 Bye\r\n")
         else:
             self._send(b"502 5.5.1 Command not implemented\r\n")
-
-    def answer_in_tls(self, line: bytes) -> bytes | None:
-        """Inside TLS: refuses STARTTLS (``503 5.5.1``), answers EHLO (LHLO)
-        with :attr:`tls_capabilities` and no STARTTLS (RFC 3207 4.2);
-        ``None`` for everything else."""
-        parsed = parse_verb(line.removesuffix(b"\r\n"))
-        if parsed is None:
-            return None
-        verb, argument = parsed
-        if verb == "STARTTLS":
-            return b"503 5.5.1 Error: TLS already active\r\n"
-        if verb == self.HELLO:
-            return self._hello_reply(argument, self.tls_capabilities, tls=True)
-        return None
 
 
 class LMTPServer(SMTPServer):
