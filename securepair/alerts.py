@@ -59,6 +59,7 @@ _REASON_ALERTS: dict[str, str] = {
     "UNEXPECTED_MESSAGE": "unexpected_message",
     "UNEXPECTED_RECORD": "unexpected_message",
     "UNEXPECTED_CCS_MESSAGE": "unexpected_message",
+    "BAD_RECORD_TYPE": "unexpected_message",
     "LENGTH_MISMATCH": "decode_error",
     "BAD_PACKET_LENGTH": "decode_error",
     "BAD_LENGTH": "decode_error",
@@ -68,10 +69,18 @@ _REASON_ALERTS: dict[str, str] = {
     "NO_APPLICATION_PROTOCOL": "no_application_protocol",
     "PEER_DID_NOT_RETURN_A_CERTIFICATE": "certificate_required",
     "CALLBACK_FAILED": "internal_error",
+    "INTERNAL_ERROR": "internal_error",
     "INAPPROPRIATE_FALLBACK": "inappropriate_fallback",
 }
 
-_RECEIVED_PREFIXES = ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_", "TLSV1_UNRECOGNIZED_NAME")
+# OpenSSL 4 names the alerts it receives TLS_ALERT_* (found by the tamper tests).
+_RECEIVED_PREFIXES = (
+    "SSLV3_ALERT_",
+    "TLSV1_ALERT_",
+    "TLSV13_ALERT_",
+    "TLS_ALERT_",
+    "TLSV1_UNRECOGNIZED_NAME",
+)
 
 
 def received_alert(reason: str | None) -> str | None:

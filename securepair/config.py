@@ -126,12 +126,52 @@ def _check_ciphers(ciphers: str) -> None:
             continue
         for word in re.split(r"[+]", element):
             for broken, why in _BROKEN_CIPHERS:
-                if word == broken or word.startswith(broken + "-") or word.endswith("-" + broken):
+                # Whole dash-separated parts: ECDHE-RSA-RC4-SHA has RC4 in
+                # the middle, AES128-SHA has no DES in it.
+                if f"-{broken}-" in f"-{word}-":
                     raise ConfigError(
                         "ciphers",
                         f"{element!r} asks for {broken}, refused: {why}. "
                         "Leave ciphers unset for a safe default.",
                     )
+
+
+_KEY_BLOCK = re.compile(rb"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----.*?-----END \1-----", re.S)
+
+
+def _check_key(cert_pem: bytes, key_pem: bytes, passphrase: str | bytes | None) -> None:
+    """Decrypt the key and match it to the certificate, naming the option
+    at fault.  OpenSSL reports a wrong passphrase, a key of another type and
+    a key of another certificate all as failures to load the chain (or
+    "PEM lib"), and given no passphrase for an encrypted key it would prompt
+    on the terminal."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    found = _KEY_BLOCK.search(key_pem)
+    if found is None:
+        return  # not a key format checked here; OpenSSL will say
+    block = found.group(0)
+    encrypted = b"ENCRYPTED" in block
+    password = passphrase.encode() if isinstance(passphrase, str) else passphrase
+    try:
+        key = serialization.load_pem_private_key(block, password if encrypted else None)
+    except TypeError:
+        raise ConfigError("passphrase", "the key is encrypted: give its passphrase") from None
+    except ValueError as exc:
+        if encrypted:
+            raise ConfigError("passphrase", "does not decrypt the key") from None
+        raise ConfigError("key", f"is not a valid private key ({exc})") from None
+    except UnsupportedAlgorithm:
+        return
+    try:
+        cert = x509.load_pem_x509_certificates(cert_pem)[0]
+    except ValueError:
+        return  # OpenSSL will say what is wrong with it
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise ConfigError("key", "does not match the certificate in cert")
 
 
 def _hostname_matches(pattern: str, name: str) -> bool:
@@ -296,6 +336,9 @@ class TLSConfig:
             )
         if self.passphrase is not None and not isinstance(self.passphrase, str | bytes):
             raise ConfigError("passphrase", "must be str or bytes")
+        if "pem" in self._cache:
+            cert_pem, key_pem = self._cache["pem"]
+            _check_key(cert_pem, key_pem, self.passphrase)
         # Build both contexts now so a bad key, a key that does not match its
         # certificate or a cipher string OpenSSL rejects fails here, naming
         # the option, rather than at the first connection.
@@ -413,8 +456,10 @@ class TLSConfig:
             try:
                 ctx.set_ciphers(self.ciphers)
             except ssl.SSLError as exc:
+                # set_ciphers() raises an SSLError without library/reason.
+                detail = getattr(exc, "reason", None) or exc.args[0]
                 raise ConfigError(
-                    "ciphers", f"OpenSSL accepts no cipher in {self.ciphers!r} ({exc.reason})"
+                    "ciphers", f"OpenSSL accepts no cipher in {self.ciphers!r} ({detail})"
                 ) from None
         pem = self._cache.get("pem")
         if pem is not None:
@@ -424,7 +469,7 @@ class TLSConfig:
                 with pem_file(cert_pem) as cert_path, pem_file(key_pem) as key_path:
                     ctx.load_cert_chain(cert_path, key_path, password=password or None)
             except ssl.SSLError as exc:
-                reason = exc.reason or str(exc)
+                reason = getattr(exc, "reason", None) or str(exc)
                 if "KEY_VALUES_MISMATCH" in reason:
                     raise ConfigError("key", "does not match the certificate in cert") from None
                 if "BAD_DECRYPT" in reason or "bad decrypt" in str(exc):

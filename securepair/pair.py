@@ -110,9 +110,10 @@ Buffer = bytes | bytearray | memoryview
 
 __all__ = ["SecurePair", "PairState", "ALLOWED"]
 
-#: Largest TLS plaintext record (RFC 8446 5.1).  The cleartext buffer always
-#: offers at least this much room to a read, so one read takes a whole record
-#: and OpenSSL keeps no half-read record behind our back.
+#: Largest TLS plaintext record (RFC 8446 5.1).  Below its last record's
+#: worth of the limit, the cleartext buffer offers at least this much room to
+#: a read, so one read takes a whole record; nearer the limit OpenSSL keeps
+#: the rest of a record, and the pair reads it once the application has read.
 MAX_RECORD_PLAINTEXT = 2**14
 
 #: Bytes a TLS 1.3 AEAD record adds to its data: a 5-byte header, the inner
@@ -236,6 +237,20 @@ class SecurePair:
             self._allow_ragged_eof = False
             self._request_ocsp = False
         self.server_side = server_side
+        if not server_side and server_hostname is None:
+            # ssl.SSLObject does not refuse this (SSLSocket does): without a
+            # host name, check_hostname silently checks nothing and any
+            # certificate from a trusted CA would be accepted.
+            if isinstance(config, TLSConfig):
+                checks = config.check_hostname and not config.insecure_no_verify
+            else:
+                checks = bool(getattr(config, "check_hostname", False))
+            if checks:
+                raise ConfigError(
+                    "server_hostname",
+                    "a client that verifies the server needs its host name "
+                    "(or check_hostname=False, or insecure_no_verify=True)",
+                )
         try:
             self._conn = _make_connection(config, server_side, server_hostname, session)
         except ValueError as exc:
@@ -267,6 +282,9 @@ class SecurePair:
         self._unwrapped = False
         self._close_after_handshake = False
         self._error: SecurePairError | None = None
+        # An error met while a read made room, raised once the data before
+        # it has been read (see _pump_after_read).
+        self._deferred_error: SecurePairError | None = None
         self._tls_seen = False
         self._first_bytes = b""
         # Where the TLS input stands in its record framing, so that an EOF
@@ -603,8 +621,11 @@ class SecurePair:
     def _pump_in(self) -> None:
         """Decrypt buffered records into the cleartext buffer, up to its limit."""
         incoming = self._in
-        if not self._eof and not incoming.pending:
+        if not self._eof and not incoming.pending and not self._throttled:
             return
+        # Throttled, the input may be empty and yet not all read: near the
+        # limit a read takes less than a record, and OpenSSL keeps the rest
+        # of that record, decrypted, until the next read.
         conn = self._conn
         read_into = conn.read_into
         limit = self._limit
@@ -745,7 +766,8 @@ class SecurePair:
                     limit=self._limit,
                 )
             accepted = min(size, room)
-            self._queued.append(bytes(memoryview(data)[:accepted]))
+            # Cast to bytes first: slicing an array('H') counts items.
+            self._queued.append(bytes(memoryview(data).cast("B")[:accepted]))
             self._queued_size += accepted
             return accepted
         room = self._limit - self._out.pending
@@ -756,7 +778,7 @@ class SecurePair:
                 limit=self._limit,
             )
         if size > room:
-            data = memoryview(data)[:room]
+            data = memoryview(data).cast("B")[:room]
             size = room
         try:
             self._conn.write(data)
@@ -777,6 +799,8 @@ class SecurePair:
         start = self._start
         buffered = self._end - start
         if not buffered:
+            if self._deferred_error is not None:
+                self._raise_deferred()
             return b""
         if 0 <= n < buffered:
             end = start + n
@@ -786,7 +810,7 @@ class SecurePair:
             self._start = self._end = 0
         data = bytes(self._view[start:end])
         if self._throttled and self._error is None:
-            self._pump_in()
+            self._pump_after_read()
         return data
 
     def _readinto_cleartext(self, buffer: Buffer) -> int:
@@ -794,14 +818,31 @@ class SecurePair:
         start = self._start
         count = min(len(target), self._end - start)
         if not count:
+            if self._deferred_error is not None and self._end == start:
+                self._raise_deferred()
             return 0
         target[:count] = self._view[start : start + count]
         self._start = start + count
         if self._start == self._end:
             self._start = self._end = 0
         if self._throttled and self._error is None:
-            self._pump_in()
+            self._pump_after_read()
         return count
+
+    def _pump_after_read(self) -> None:
+        """Decrypt what waited for room.  If that fails (a bad record, a
+        ragged EOF behind the data), the bytes this read already took out of
+        the buffer were decrypted before the failure: the read returns them,
+        and the error is raised by the first read that finds nothing left."""
+        try:
+            self._pump_in()
+        except SecurePairError as exc:
+            self._deferred_error = exc
+
+    def _raise_deferred(self) -> None:
+        error, self._deferred_error = self._deferred_error, None
+        assert error is not None
+        raise error
 
     # ------------------------------------------------------------------
     # Closing
@@ -928,6 +969,15 @@ class SecurePair:
             )
         return self._conn
 
+    def _recorded(self, what: str) -> HandshakeComplete | None:
+        """The HandshakeComplete event if the pair has failed since, else
+        None.  After a failure OpenSSL's state machine is in its error
+        state and no longer answers some questions (the stdlib raises
+        ValueError "handshake not done yet", or gives "" for the version);
+        what the handshake settled is then told from the event."""
+        self._details(what)
+        return self._handshake_event if self._error is not None else None
+
     @property
     def handshake_complete(self) -> bool:
         """True once the handshake has completed."""
@@ -936,7 +986,10 @@ class SecurePair:
     @property
     def version(self) -> str:
         """Negotiated protocol version: ``"TLSv1.2"`` or ``"TLSv1.3"``."""
-        return self._details("version").version()
+        recorded = self._recorded("version")
+        if recorded is not None:
+            return recorded.version
+        return self._conn.version()
 
     @property
     def cipher(self) -> str:
@@ -961,12 +1014,18 @@ class SecurePair:
     @property
     def authorized(self) -> bool:
         """True if the peer's certificate verified (Node's ``authorized``)."""
-        return self._details("authorized").verification()[0]
+        recorded = self._recorded("authorized")
+        if recorded is not None:
+            return recorded.authorized
+        return self._conn.verification()[0]
 
     @property
     def authorization_error(self) -> str | None:
         """Why the peer is not authorized, as Node names it, or ``None``."""
-        return self._details("authorization_error").verification()[1]
+        recorded = self._recorded("authorization_error")
+        if recorded is not None:
+            return recorded.authorization_error
+        return self._conn.verification()[1]
 
     def peer_certificate(self, detailed: bool = False) -> PeerCertificate | None:
         """The peer's certificate as a Node-style dict, or ``None`` if it sent
@@ -974,10 +1033,10 @@ class SecurePair:
         ``issuerCertificate`` where the backend can give it (Node's
         ``getPeerCertificate(true)``)."""
         conn = self._details("peer_certificate")
-        der = conn.peer_certificate_der()
+        der = self.peer_certificate_der()
         if der is None:
             return None
-        if detailed:
+        if detailed and self._error is None:
             chain = conn.peer_chain_der()
             if chain:
                 return node_certificate_chain(chain)
@@ -985,7 +1044,10 @@ class SecurePair:
 
     def peer_certificate_der(self) -> bytes | None:
         """The peer's certificate in DER, or ``None``."""
-        return self._details("peer_certificate").peer_certificate_der()
+        recorded = self._recorded("peer_certificate")
+        if recorded is not None:
+            return recorded.peer_certificate_der
+        return self._conn.peer_certificate_der()
 
     @property
     def session(self) -> Any:

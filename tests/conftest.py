@@ -21,4 +21,4 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
-pytest_plugins = ["tests.fixtures_records"]
+pytest_plugins = ["tests.fixtures_records", "tests.fixtures_engine"]

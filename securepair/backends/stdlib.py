@@ -63,6 +63,9 @@ class StdlibConnection(TLSConnection):
         # Once our close_notify is out, OpenSSL sends no further alert, so a
         # later failure must not claim one (found by fuzz/fuzz_pair.py).
         self._close_sent = False
+        # Decrypted bytes taken out of OpenSSL before close (see
+        # send_close_notify); read_into hands them out first.
+        self._held = b""
         self.alerts: list[tuple[str, bool, bool]] = []
         self.is_server = server_side
 
@@ -88,8 +91,14 @@ class StdlibConnection(TLSConnection):
         return True
 
     def read_into(self, view: memoryview) -> int:
+        if self._held:
+            held = self._held
+            count = min(len(view), len(held))
+            view[:count] = held[:count]
+            self._held = held[count:]
+            return count
         try:
-            count: int = self._read(len(view), view)  # type: ignore[assignment]
+            count = self._read(len(view), view)  # type: ignore[assignment]
         except _WantRead:
             return WANT_READ
         except _ZeroReturn:
@@ -108,6 +117,13 @@ class StdlibConnection(TLSConnection):
 
     def send_close_notify(self) -> None:
         self._close_sent = True
+        # At its buffer limit the engine may have read only part of a
+        # record; OpenSSL holds the rest, decrypted, and unwrap()'s second
+        # SSL_shutdown would fail on it (APPLICATION_DATA_AFTER_CLOSE_NOTIFY).
+        # Take it out first; read_into returns it before anything newer.
+        pending = self._obj.pending()
+        if pending:
+            self._held += self._obj.read(pending)
         unread = self._in.read()
         try:
             self._obj.unwrap()
