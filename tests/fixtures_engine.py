@@ -42,7 +42,7 @@ from securepair.testing.link import Chunking, Link, byte_by_byte, random_chunks,
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
 #: Backends every pair runs with.  Issue 4 adds "pyopenssl" here.
-ENGINE_BACKENDS = ["stdlib"]
+ENGINE_BACKENDS = ["stdlib", "pyopenssl"]
 
 #: The host names the default server certificates cover.
 SERVER_NAMES = ("example.com", "localhost")

@@ -90,15 +90,34 @@ class _BioQueue:
         self._conn.bio_shutdown()
 
 
+#: OpenSSL's long library names, as the stdlib's ``SSLError.library`` spells
+#: them, so an error reads the same whichever backend raised it.
+_LIBRARIES = {
+    "SSL routines": "SSL",
+    "x509 certificate routines": "X509",
+    "PEM routines": "PEM",
+    "asn1 encoding routines": "ASN1",
+    "BIO routines": "BIO",
+    "system library": "SYS",
+    "digital envelope routines": "EVP",
+    "Provider routines": "PROV",
+}
+
+
 def _reason(exc: BaseException) -> tuple[str | None, str | None]:
     """(library, REASON_CODE) from a pyOpenSSL error, in the stdlib's
     spelling (``"WRONG_VERSION_NUMBER"``)."""
     args = exc.args[0] if exc.args else None
     if isinstance(args, list) and args:
-        entry = args[0]
-        if isinstance(entry, tuple) and len(entry) == 3:
+        # OpenSSL 3 may stack a provider's error under the TLS one; the TLS
+        # layer's entry is the one that says what happened to the connection.
+        entries = [e for e in args if isinstance(e, tuple) and len(e) == 3]
+        ssl_entries = [e for e in entries if e[0] == "SSL routines"]
+        entry = ssl_entries[0] if ssl_entries else (entries[0] if entries else None)
+        if entry is not None:
             library, _func, reason = entry
-            return library or None, reason.upper().replace(" ", "_") if reason else None
+            library = _LIBRARIES.get(library, library) if library else None
+            return library, reason.upper().replace(" ", "_") if reason else None
     return None, None
 
 
@@ -192,7 +211,7 @@ class PyOpenSSLConnection(TLSConnection):
         if self.blocked:
             self._blocked.append(bytes(data))
             return
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         send = self._conn.send
         try:
             while view:
@@ -298,6 +317,9 @@ class PyOpenSSLConnection(TLSConnection):
             message, library=library, reason=reason, alert=alert, alert_sent=bool(alert)
         )
         if cause is not None:
+            # An exception in an application callback (sni_callback) reaches
+            # OpenSSL only as CALLBACK_FAILED: say what it was.
+            error.args = (f"{message}; sni_callback raised {cause!r}",)
             error.__cause__ = cause
         return error
 
