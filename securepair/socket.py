@@ -231,7 +231,7 @@ class TLSSocket(TLSDetails):
         pair: SecurePair | None = None,
     ) -> None:
         if sock.type != _socket.SOCK_STREAM:
-            raise NotImplementedError("only stream sockets are supported")
+            raise ValueError("TLS runs over stream sockets only (SOCK_STREAM)")
         timeout = sock.gettimeout()
         if do_handshake_on_connect and timeout == 0.0:
             raise ValueError(

@@ -267,7 +267,7 @@ class _Conversation:
 
     def _process(self) -> None:
         """Consume as much buffered input as the protocol allows."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not define _process()")
 
     def _sent(self) -> None:
         """The transport just took the output (see the fences above)."""
@@ -866,7 +866,7 @@ class ServerNegotiator(Negotiator):
 
     def _answer(self, command: CommandReceived) -> None:
         """Queue the protocol's standard reply to ``command``."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not define _answer()")
 
     def _check_raw(self, data: bytes) -> None:
         """Reject a raw reply that would break the framing."""

@@ -314,7 +314,7 @@ class _LineServer(ServerNegotiator):
     def _capability_reply(self, argument: str, capabilities: Iterable[str], *, tls: bool) -> bytes:
         """The answer to the capability command; STARTTLS is offered unless
         ``tls``."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not define _capability_reply()")
 
     def answer_in_tls(self, line: bytes) -> bytes | None:
         """Inside TLS: the refusal of a second STARTTLS, the capability
