@@ -146,6 +146,10 @@ def scan(buf: BufferLike, max_length: int = MAX_TLS12_CIPHERTEXT) -> ScanResult:
         filled += quads[at + _R_COUNT]
         pos = quads[at + _R_POS]
     if rc == _SCAN_ERROR:
+        if src is not buf:
+            # The traceback keeps this frame alive: end the export now, or a
+            # handler could not resize the bytearray it passed in.
+            _release(src)
         raise raise_scan_error(
             quads[at + _R_ERROR],
             quads[at + _R_ERROR_OFFSET],
@@ -186,6 +190,7 @@ def parse_client_hello(buf: BufferLike) -> ClientHello | NeedData:
     if rc != _HELLO_OK:
         if rc == _HELLO_NEED_DATA:
             return NeedData(h.needed)
+        _release(src)  # as in scan: the traceback would keep the export
         if rc == _HELLO_RECORD_ERROR:
             raise raise_scan_error(h.error, h.error_offset, h.error_value, _MAX_PLAINTEXT)
         raise raise_hello_error(h.error, h.error_value)

@@ -109,7 +109,14 @@ def scan(buf: BufferLike, max_length: int = MAX_TLS12_CIPHERTEXT) -> ScanResult:
         if not (20 <= ct <= 24 and version >> 8 == 3 and 0 < length <= max_length) and not (
             length == 0 and 22 < ct <= 24 and version >> 8 == 3 and max_length >= 0
         ):
-            _check_header(ct, version, length, pos, max_length)
+            try:
+                _check_header(ct, version, length, pos, max_length)
+            except RecordError:
+                # The traceback keeps this frame, and with it the view, alive:
+                # end the export now, or a handler could not resize a
+                # bytearray it passed in (found by tests/test_tamper.py).
+                mv.release()
+                raise
         end = pos + HEADER_LENGTH + length
         if end > n:
             return ScanResult(RecordList(out), pos, n - pos, end - n)
@@ -137,6 +144,15 @@ def parse_client_hello(buf: BufferLike) -> ClientHello | NeedData:
     Bytes after the ClientHello's last record are not looked at.
     """
     mv = _as_bytes_view(buf)
+    try:
+        return _parse_client_hello(mv)
+    finally:
+        # Whatever happened, end the export of the caller's buffer here:
+        # a raised error's traceback would otherwise keep it (see scan).
+        mv.release()
+
+
+def _parse_client_hello(mv: memoryview) -> ClientHello | NeedData:
     n = mv.nbytes
     hs = bytearray()
     pos = 0
