@@ -7,6 +7,7 @@ is shown is the engine itself.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from .. import certgen
@@ -14,6 +15,19 @@ from ..config import TLSConfig
 from ..events import CleartextAvailable, CloseNotifyReceived, HandshakeComplete, SessionTicket
 from ..pair import SecurePair
 from ..records import ContentType, scan
+
+
+HELP = "run a TLS client and server against each other and show what happens"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``demo``."""
+    parser.add_argument("--tls-version", choices=["TLSv1.2", "TLSv1.3"], default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``securepair demo``."""
+    return run_demo(max_version=args.tls_version)
 
 
 def _describe_records(data: bytes) -> str:

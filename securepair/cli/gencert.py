@@ -21,6 +21,8 @@ from pathlib import Path
 
 from .. import certgen
 
+HELP = "make a server certificate and key (or a small CA) in one command"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``gencert``."""
