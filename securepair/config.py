@@ -174,7 +174,9 @@ def _check_key(cert_pem: bytes, key_pem: bytes, passphrase: str | bytes | None) 
         raise ConfigError("key", "does not match the certificate in cert")
 
 
-def _hostname_matches(pattern: str, name: str) -> bool:
+def hostname_matches(pattern: str, name: str) -> bool:
+    """Whether host name ``name`` matches ``pattern``: an exact name or
+    ``*.example.com`` (one label), case-insensitive, trailing dot ignored."""
     pattern = pattern.lower().rstrip(".")
     name = name.lower().rstrip(".")
     if pattern.startswith("*."):
@@ -428,7 +430,7 @@ class TLSConfig:
             for pattern, config in self._sni_contexts:
                 if pattern.startswith("*.") == exact:
                     continue
-                if _hostname_matches(pattern, server_name):
+                if hostname_matches(pattern, server_name):
                     return config
         return None
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,14 +34,53 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     )
 
 
-def test_demo_runs_and_narrates() -> None:
+def _demo_folder(out: str) -> Path:
+    found = re.search(r"certificate for localhost in (\S+)", out)
+    assert found, out
+    return Path(found.group(1))
+
+
+def test_demo_runs_over_sockets_and_narrates() -> None:
+    started = time.monotonic()
     done = run_cli("demo")
+    elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
+    assert elapsed < 10, f"the demo took {elapsed:.1f} s"
     out = done.stdout
-    assert "handshake complete: TLSv1.3" in out
-    assert "authorized=True" in out
-    assert "read cleartext b'GET /hello\\r\\n'" in out
-    assert "clean close" in out
+    # SMTP: the plaintext phase, where TLS began, and the rest inside TLS.
+    assert "  C: STARTTLS\n  S: 220 2.0.0 Ready to start TLS\n  -- TLS begins" in out
+    assert "C: EHLO demo.client   (inside TLS)" in out
+    assert "S: 250 2.0.0 Ok: queued" in out
+    # The certificate and the verdict, as the client saw them.
+    assert "server certificate: CN=localhost, issued by CN=securepair demo CA" in out
+    assert "authorized: true" in out
+    assert re.search(r"TLS begins at once \(HTTPS\): TLSv1\.[23], \S+, ALPN none", out)
+    # JSON-RPC behind serve: refused without credentials, answered with them.
+    assert "S: HTTP/1.1 401 Authorization Required" in out
+    assert re.search(r'S: HTTP/1\.1 200 OK  \{"jsonrpc":"2\.0","result":\{"version"', out)
+    # serve's own log lines show both connections.
+    assert out.count(" connected 127.0.0.1:") == 2
+    # Cleaned up: the folder is gone, and no helper process is left.
+    assert not _demo_folder(out).exists()
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(_demo_folder(out))], capture_output=True, check=False
+    )
+    assert leftover.stdout == b""
+
+
+def test_demo_tls12_and_keep(tmp_path: Path) -> None:
+    done = run_cli("demo", "--tls-version", "TLSv1.2", "--keep")
+    assert done.returncode == 0, done.stderr
+    assert "TLSv1.2, ECDHE-" in done.stdout
+    folder = _demo_folder(done.stdout)
+    try:
+        assert f"kept in {folder}" in done.stdout
+        assert {"ca.cert", "server.cert", "server.pem", "serve.log"} <= {
+            p.name for p in folder.iterdir()
+        }
+        assert stat.S_IMODE((folder / "server.pem").stat().st_mode) == 0o600
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_gencert_makes_a_pinnable_self_signed_pair(tmp_path: Path) -> None:

@@ -35,8 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line, every subcommand included."""
     parser = argparse.ArgumentParser(
         prog="securepair",
-        description="A sans-IO TLS engine: TLS between two byte buffers, and the tools "
-        "around it.",
+        description="A sans-IO TLS engine: TLS between two byte buffers, and the tools around it.",
     )
     parser.add_argument("--version", action="version", version=f"securepair {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -1,0 +1,1 @@
+../securepair/cli/jsonrpcd.py
