@@ -17,10 +17,20 @@ no TLS layer can beat its anchor by more than that ceiling ratio.
   ``SSLContext.wrap_socket``, as the client of a plain ``ssl`` server in a
   child process (the same peer for both; see below why not a thread);
 * trio: ``securepair.anyio.TLSStream`` on anyio's trio backend vs
-  ``trio.SSLStream`` (the trio loop runs in a second thread).
+  ``trio.SSLStream`` (the trio loop runs in a second thread);
+* Twisted: ``securepair.asyncio`` on asyncio's loop vs Twisted's TLS
+  (``TLSMemoryBIOProtocol`` over pyOpenSSL, ``listenSSL``/``connectSSL``)
+  on its default reactor, which runs in a second thread.  The loops differ,
+  so this row compares what a user gets from either stack, not TLS layers
+  alone; pyOpenSSL links the OpenSSL that ``cryptography`` bundles, which
+  may differ from the ssl module's (the run notes both).
+
+A section whose anchor is not installed (uvloop, trio, Twisted: ``pip
+install -e '.[bench]'``) is skipped with the reason.
 
 Both sides of each comparison use the very same ``ssl.SSLContext`` objects
-(the ones the ``TLSConfig`` builds), so the same cipher suite runs.  Bulk
+(the ones the ``TLSConfig`` builds), so the same cipher suite runs; Twisted
+gets the same certificate and key and negotiates the same suite (checked).  Bulk
 transfers write the given size per application write and count MB/s of
 application data; ping-pong sends 64 bytes and waits for them to come back.
 
@@ -44,20 +54,31 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import anyio
-import trio
 import trustme
 
-from benchmarks._util import Result, alternate, print_table
+from benchmarks._util import Result, alternate, note, plan, print_table, skip
 from securepair import TLSConfig
-from securepair import anyio as sp_anyio
 from securepair import asyncio as sp_asyncio
 from securepair import socket as sp_socket
 
+# The anchors are optional: a missing one skips its section.
 try:
     import uvloop
-except ImportError:  # pragma: no cover - uvloop is not on every platform
+except ImportError:  # uvloop is not on every platform
     uvloop = None
+try:
+    import anyio
+    import trio
+
+    from securepair import anyio as sp_anyio
+except ImportError:
+    trio = None  # type: ignore[assignment]
+try:
+    import twisted.internet.ssl as twisted_ssl
+    from twisted.internet import protocol as twisted_protocol
+    from twisted.internet import threads as twisted_threads
+except ImportError:
+    twisted_ssl = None  # type: ignore[assignment]
 
 MiB = 1 << 20
 SIZES = (16 * 1024, 64 * 1024, MiB)
@@ -65,7 +86,16 @@ MSG = b"p" * 64
 #: Each request: a mode byte (B: bulk, P: ping-pong) and a count.
 HEADER = struct.Struct("!cQ")
 
-TARGETS = {"asyncio bulk": 1.1, "asyncio ping": 1.5, "blocking": 0.9, "trio": 2.0}
+#: Twisted's target is parity: a TLS stack that loses to Twisted's on the
+#: same machine has something left to fix.
+SECTIONS = ("asyncio", "uvloop", "blocking", "trio", "twisted")
+TARGETS = {
+    "asyncio bulk": 1.1,
+    "asyncio ping": 1.5,
+    "blocking": 0.9,
+    "trio": 2.0,
+    "twisted": 1.0,
+}
 
 
 class Certs:
@@ -74,6 +104,7 @@ class Certs:
         leaf = ca.issue_cert("localhost")
         self.cert_pem = leaf.cert_chain_pems[0].bytes()
         self.key_pem = leaf.private_key_pem.bytes()
+        self.ca_pem = ca.cert_pem.bytes()
         self.server_config = TLSConfig(cert=self.cert_pem, key=self.key_pem)
         self.client_config = TLSConfig(ca=ca.cert_pem.bytes())
         self.server_ctx = self.server_config.stdlib_context(server_side=True)
@@ -182,6 +213,7 @@ def bench_asyncio(
                     for name, c in clients.items()
                 },
                 rounds,
+                label=f"{flavour} bulk {size // 1024} KiB",
             )
             results.append(
                 Result(
@@ -199,6 +231,7 @@ def bench_asyncio(
                 for name, c in {**clients, "plain": plain}.items()
             },
             rounds,
+            label=f"{flavour} ping-pong 64 B",
         )
         results.append(
             Result(
@@ -344,6 +377,7 @@ def bench_blocking(certs: Certs, total: int, count: int, rounds: int) -> list[Re
             rates = alternate(
                 {name: (lambda c=c, size=size: c.bulk(size, total)) for name, c in clients.items()},
                 rounds,
+                label=f"blocking bulk {size // 1024} KiB",
             )
             results.append(
                 Result(
@@ -356,7 +390,9 @@ def bench_blocking(certs: Certs, total: int, count: int, rounds: int) -> list[Re
                 )
             )
         rates = alternate(
-            {name: (lambda c=c: c.ping(count)) for name, c in clients.items()}, rounds
+            {name: (lambda c=c: c.ping(count)) for name, c in clients.items()},
+            rounds,
+            label="blocking ping-pong 64 B",
         )
         results.append(
             Result(
@@ -548,6 +584,7 @@ def bench_trio(certs: Certs, total: int, count: int, rounds: int) -> list[Result
                     for name in ("ours", "theirs")
                 },
                 rounds,
+                label=f"trio bulk {size // 1024} KiB",
             )
             results.append(
                 Result(
@@ -565,6 +602,7 @@ def bench_trio(certs: Certs, total: int, count: int, rounds: int) -> list[Result
                 for name in ("ours", "theirs", "plain")
             },
             rounds,
+            label="trio ping-pong 64 B",
         )
         results.append(
             Result(
@@ -590,6 +628,258 @@ def bench_trio(certs: Certs, total: int, count: int, rounds: int) -> list[Result
 
 
 # ----------------------------------------------------------------------
+# Twisted: its TLS on its default reactor vs ours on asyncio's loop
+#
+# Twisted's reactor is the process's one event loop and cannot be started
+# twice, so it runs in a second thread for the whole section; each measured
+# run is one blockingCallFromThread(), and the asyncio side waits idle
+# meanwhile (and the reactor, in epoll, while ours runs), so process CPU
+# time still covers exactly one contender's two ends.
+
+
+if twisted_ssl is not None:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+    from zope.interface import implementer
+
+    class _TwistedServer(twisted_protocol.Protocol):
+        """The protocol of ``_stream_server``, as Twisted callbacks."""
+
+        transport: Any
+
+        def connectionMade(self) -> None:
+            self.buffer = bytearray()
+            self.bulk_left = 0
+            self.pings_left = 0
+
+        def dataReceived(self, data: bytes) -> None:
+            if self.bulk_left:
+                # The common bulk path: count the bytes, copy nothing.
+                if len(data) <= self.bulk_left:
+                    self.bulk_left -= len(data)
+                    if not self.bulk_left:
+                        self.transport.write(b"k")
+                    return
+                data = data[self.bulk_left :]
+                self.bulk_left = 0
+                self.transport.write(b"k")
+            buffer = self.buffer
+            buffer += data
+            while True:
+                if self.pings_left:
+                    if len(buffer) < 64:
+                        return
+                    self.transport.write(bytes(buffer[:64]))
+                    del buffer[:64]
+                    self.pings_left -= 1
+                    continue
+                if len(buffer) < HEADER.size:
+                    return
+                mode, count = HEADER.unpack_from(buffer)
+                del buffer[: HEADER.size]
+                if mode == b"B":
+                    taken = min(count, len(buffer))
+                    del buffer[:taken]
+                    self.bulk_left = count - taken
+                    if self.bulk_left:
+                        return
+                    self.transport.write(b"k")
+                else:
+                    self.pings_left = count
+
+    @implementer(IPushProducer)
+    class _BulkSender:
+        """Writes ``count`` chunks as fast as the transport takes them:
+        Twisted's equivalent of ``write()`` + ``await drain()``."""
+
+        def __init__(self, transport: Any, chunk: bytes, count: int) -> None:
+            self.transport = transport
+            self.chunk = chunk
+            self.count = count
+            self.paused = False
+
+        def pauseProducing(self) -> None:
+            self.paused = True
+
+        def resumeProducing(self) -> None:
+            self.paused = False
+            write = self.transport.write
+            while self.count and not self.paused:
+                self.count -= 1
+                write(self.chunk)
+            if not self.count:
+                self.transport.unregisterProducer()
+                self.count = -1  # unregister once
+
+        def stopProducing(self) -> None:
+            self.count = 0
+
+    @implementer(IHandshakeListener)
+    class _TwistedClient(twisted_protocol.Protocol):
+        """One persistent connection; each method is one measured run."""
+
+        transport: Any
+
+        def __init__(self, ready: Deferred[Any]) -> None:
+            self.ready = ready
+            self.done: Deferred[float] | None = None
+            self.pings_left = 0
+            self.received = 0
+            self.result = 0.0
+
+        def handshakeCompleted(self) -> None:
+            self.ready.callback(self)
+
+        def bulk(self, size: int, total: int) -> Deferred[float]:
+            self.done, self.result = Deferred(), float(total)
+            self.transport.write(HEADER.pack(b"B", total))
+            sender = _BulkSender(self.transport, b"x" * size, total // size)
+            self.transport.registerProducer(sender, True)
+            sender.resumeProducing()
+            return self.done
+
+        def ping(self, count: int) -> Deferred[float]:
+            self.done, self.result = Deferred(), float(count)
+            self.pings_left, self.received = count, 0
+            self.transport.write(HEADER.pack(b"P", count))
+            self.transport.write(MSG)
+            return self.done
+
+        def dataReceived(self, data: bytes) -> None:
+            if not self.pings_left:
+                self._finish()  # the bulk run's b"k"
+                return
+            self.received += len(data)
+            while self.received >= 64 and self.pings_left:
+                self.received -= 64
+                self.pings_left -= 1
+                if self.pings_left:
+                    self.transport.write(MSG)
+                else:
+                    self._finish()
+
+        def _finish(self) -> None:
+            done, self.done = self.done, None
+            if done is not None:
+                done.callback(self.result)
+
+
+def bench_twisted(
+    certs: Certs, loop: asyncio.AbstractEventLoop, total: int, count: int, rounds: int
+) -> list[Result]:
+    from twisted.internet import reactor as installed
+    from twisted.internet.protocol import ClientFactory, Factory
+
+    # The module stands for whichever reactor is installed; its stubs
+    # describe none of the methods used here.
+    reactor: Any = installed
+
+    if getattr(reactor, "_startedBefore", False):
+        skip("twisted", "Twisted's reactor already ran in this process and cannot restart")
+        return []
+    server_options = twisted_ssl.PrivateCertificate.loadPEM(  # type: ignore[no-untyped-call]
+        certs.key_pem + certs.cert_pem
+    ).options()
+    client_options = twisted_ssl.optionsForClientTLS(
+        "localhost", trustRoot=twisted_ssl.Certificate.loadPEM(certs.ca_pem)
+    )
+    thread = threading.Thread(
+        target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
+    )
+    thread.start()
+
+    def call(fn: Callable[..., Any], *args: Any) -> Any:
+        return twisted_threads.blockingCallFromThread(reactor, fn, *args)
+
+    def connect() -> Any:
+        listening = reactor.listenSSL(
+            0, Factory.forProtocol(_TwistedServer), server_options, interface="127.0.0.1"
+        )
+        ready: Deferred[Any] = Deferred()
+        factory = ClientFactory.forProtocol(lambda: _TwistedClient(ready))
+        reactor.connectSSL("127.0.0.1", listening.getHost().port, factory, client_options)
+        return ready.addCallback(lambda client: (listening, client))
+
+    run = loop.run_until_complete
+    listening, theirs = call(connect)
+    server, ours = run(_asyncio_setup(certs, True))
+    handle = theirs.transport.getHandle()
+    their_cipher = f"{handle.get_protocol_version_name()} {handle.get_cipher_name()}"
+    name, version, _bits = ours.writer.get_extra_info("cipher")
+    note(
+        f"Twisted {twisted_version()} negotiated {their_cipher} with"
+        f" {handle_openssl_version()}; ours {version} {name} with"
+        f" {' '.join(ssl.OPENSSL_VERSION.split()[:2])}"
+    )
+    anchor = "Twisted TLS (pyOpenSSL)"
+    contenders_bulk = {
+        "ours": lambda size: run(ours.bulk(size, total)),
+        "theirs": lambda size: call(theirs.bulk, size, total),
+    }
+    results = []
+    try:
+        for size in SIZES:
+            rates = alternate(
+                {key: (lambda f=f, size=size: f(size)) for key, f in contenders_bulk.items()},
+                rounds,
+                label=f"twisted bulk {size // 1024} KiB",
+            )
+            results.append(
+                Result(
+                    f"asyncio vs Twisted bulk {size // 1024} KiB",
+                    "MB/s",
+                    rates["ours"] / 1e6,
+                    rates["theirs"] / 1e6,
+                    anchor,
+                    TARGETS["twisted"],
+                )
+            )
+        rates = alternate(
+            {
+                "ours": lambda: run(ours.ping(count)),
+                "theirs": lambda: call(theirs.ping, count),
+            },
+            rounds,
+            label="twisted ping-pong 64 B",
+        )
+        results.append(
+            Result(
+                "asyncio vs Twisted ping-pong 64 B",
+                "rt/s",
+                rates["ours"],
+                rates["theirs"],
+                anchor,
+                TARGETS["twisted"],
+            )
+        )
+    finally:
+        run(ours.close())
+        server.close()
+        run(server.wait_closed())
+
+        def close() -> Any:
+            theirs.transport.loseConnection()
+            return listening.stopListening()
+
+        call(close)
+        reactor.callFromThread(reactor.stop)
+        thread.join(30)
+    return results
+
+
+def twisted_version() -> str:
+    import twisted
+
+    return str(twisted.__version__)
+
+
+def handle_openssl_version() -> str:
+    from OpenSSL import SSL
+
+    return SSL.SSLeay_version(SSL.SSLEAY_VERSION).decode().rsplit(" ", 3)[0]
+
+
+# ----------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> list[Result]:
@@ -598,7 +888,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--quick", action="store_true", help="smaller runs (CI smoke)")
     parser.add_argument(
         "--only",
-        choices=("asyncio", "uvloop", "blocking", "trio"),
+        choices=SECTIONS,
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -607,7 +897,15 @@ def main(argv: list[str] | None = None) -> list[Result]:
     rounds = 3 if args.quick else 9
     total = int(32 * MiB * scale) // MiB * MiB or MiB
     count = int(4000 * scale)
-    sections = args.only or ["asyncio", "uvloop", "blocking", "trio"]
+    sections = args.only or list(SECTIONS)
+    missing = {"uvloop": uvloop, "trio": trio, "twisted": twisted_ssl}
+    for name, module in missing.items():
+        if name in sections and module is None:
+            package = "twisted[tls]" if name == "twisted" else name
+            skip(name, f"{package} is not installed (pip install -e '.[bench]')")
+            sections.remove(name)
+    # Each section makes one comparison per bulk size and one ping-pong.
+    plan(len(sections) * (len(SIZES) + 1))
     certs = Certs()
     results: list[Result] = []
     if "asyncio" in sections:
@@ -616,7 +914,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
             results += bench_asyncio(certs, loop, "asyncio", total, count, rounds)
         finally:
             loop.close()
-    if "uvloop" in sections and uvloop is not None:
+    if "uvloop" in sections:
         loop = uvloop.new_event_loop()
         try:
             results += bench_asyncio(certs, loop, "uvloop", total, count, rounds)
@@ -626,6 +924,12 @@ def main(argv: list[str] | None = None) -> list[Result]:
         results += bench_blocking(certs, total, count, rounds)
     if "trio" in sections:
         results += bench_trio(certs, total, count, rounds)
+    if "twisted" in sections:
+        loop = asyncio.new_event_loop()
+        try:
+            results += bench_twisted(certs, loop, total, count, rounds)
+        finally:
+            loop.close()
     print_table(results)
     return results
 

@@ -5,6 +5,14 @@ reusable buffer, checks ``MemoryBIO.pending`` before reading so the common
 path raises no ``SSLWantReadError``, and hands the application what the
 pair's API hands it: one ``bytes`` object per delivery.
 
+The limit on bulk throughput is ``openssl speed`` for the negotiated
+cipher (``-evp aes-256-gcm -bytes 16384``, one 16 KiB record per call, as
+TLS sends them).  A bulk loop here encrypts every byte on the client and
+decrypts it on the server, in this one process, so the limit is the two
+combined, ``1 / (1/encrypt + 1/decrypt)``; ``openssl speed`` times its own
+user CPU, as ``alternate()`` times ours.  The row is a report, not a
+target: it says how much of the machine's AES is left for everything else.
+
     python benchmarks/bench_pair.py [--quick]
 """
 
@@ -12,7 +20,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
+import shutil
 import ssl
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trustme
 
-from benchmarks._util import Result, alternate, print_table
+from benchmarks._util import Result, alternate, note, plan, print_table, skip, step
 from securepair import SecurePair, TLSConfig
 from securepair.events import SessionTicket
 
@@ -231,6 +243,78 @@ def pair_handshakes(certs: Certs, count: int, resume: bool) -> object:
     return run
 
 
+# ----------------------------------------------------------------------
+# openssl speed: the limit
+
+
+def evp_name(cipher: str) -> str | None:
+    """``openssl speed -evp`` name of a TLS cipher suite (OpenSSL spelling)."""
+    name = cipher.upper().replace("_", "-")
+    for pattern, evp in (
+        ("AES-256-GCM|AES256-GCM", "aes-256-gcm"),
+        ("AES-128-GCM|AES128-GCM", "aes-128-gcm"),
+        ("CHACHA20-POLY1305", "chacha20-poly1305"),
+    ):
+        if re.search(pattern, name):
+            return evp
+    return None
+
+
+def openssl_speed(openssl: str, evp: str, *, decrypt: bool, seconds: int) -> float:
+    """Bytes per second of one ``openssl speed`` run on 16 KiB blocks."""
+    command = [openssl, "speed", "-mr", "-evp", evp, "-bytes", "16384", "-seconds", str(seconds)]
+    if decrypt:
+        command.insert(2, "-decrypt")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    # -mr prints "+F:<n>:<name>:<bytes per second>" for the one size asked for.
+    found = re.findall(r"^\+F:\d+:[^:]+:([0-9.]+)\s*$", done.stdout, re.MULTILINE)
+    if not found:
+        raise RuntimeError(f"unexpected output from {' '.join(command)}: {done.stdout[-200:]!r}")
+    return float(found[-1])
+
+
+def speed_limit(certs: Certs, ours: float, runs: int) -> Result | None:
+    """Our bulk rate as a share of what ``openssl speed`` says the cipher allows."""
+    what = "openssl speed (bulk limit)"
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        skip(what, "openssl is not installed")
+        return None
+    c, _s = pair_link(certs)
+    evp = evp_name(c.cipher)
+    if evp is None:
+        skip(what, f"no openssl speed name for the negotiated cipher {c.cipher}")
+        return None
+    tick = step(f"openssl speed -evp {evp}", 2 * runs)
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(runs):
+        for decrypt in (False, True):
+            rates[decrypt].append(openssl_speed(openssl, evp, decrypt=decrypt, seconds=1))
+            tick()
+    encrypt, decrypt = (statistics.median(rates[d]) for d in (False, True))
+    limit = 1 / (1 / encrypt + 1 / decrypt)
+    version = " ".join(
+        subprocess.run(
+            [openssl, "version"], capture_output=True, text=True, check=False
+        ).stdout.split()[:2]
+    )
+    library = " ".join(ssl.OPENSSL_VERSION.split()[:2])
+    if library != version:
+        # A different libcrypto than the one our bytes go through: say so.
+        version = f"{version}, while the ssl module has {library}"
+    note(
+        f"openssl speed -evp {evp} -bytes 16384 ({version}): encrypt {encrypt / 1e6:.0f} MB/s,"
+        f" decrypt {decrypt / 1e6:.0f} MB/s; the pair negotiated {c.version} {c.cipher}"
+    )
+    return Result(
+        "bulk 16 KiB: share of openssl speed",
+        "MB/s",
+        ours / 1e6,
+        limit / 1e6,
+        f"openssl speed {evp} enc+dec",
+    )
+
+
 def main(argv: list[str] | None = None) -> list[Result]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs (CI smoke)")
@@ -238,11 +322,19 @@ def main(argv: list[str] | None = None) -> list[Result]:
     scale = 0.1 if args.quick else 1.0
     rounds = 3 if args.quick else 7
     certs = Certs()
+    plan(7)
     results: list[Result] = []
+    bulk_16k = 0.0
     for size in (16 * 1024, 64 * 1024, MiB):
         total = int(64 * MiB * scale)
         _, bare = bare_bulk(certs, size, total)
-        rates = alternate({"bare": bare, "pair": pair_bulk(certs, size, total)}, rounds)  # type: ignore[dict-item]
+        rates = alternate(
+            {"bare": bare, "pair": pair_bulk(certs, size, total)},  # type: ignore[dict-item]
+            rounds,
+            label=f"bulk {size // 1024} KiB writes",
+        )
+        if size == 16 * 1024:
+            bulk_16k = rates["pair"]
         results.append(
             Result(
                 f"bulk {size // 1024} KiB writes",
@@ -255,22 +347,28 @@ def main(argv: list[str] | None = None) -> list[Result]:
         )
     count = int(20000 * scale)
     rates = alternate(
-        {"bare": bare_pingpong(certs, count), "pair": pair_pingpong(certs, count)}, rounds
-    )  # type: ignore[dict-item]
+        {"bare": bare_pingpong(certs, count), "pair": pair_pingpong(certs, count)},  # type: ignore[dict-item]
+        rounds,
+        label="ping-pong 64 B",
+    )
     results.append(
         Result("ping-pong 64 B", "rt/s", rates["pair"], rates["bare"], "bare SSLObject", 0.6)
     )
     count = max(20, int(300 * scale))
     for resume in (False, True):
+        name = "resumed handshakes" if resume else "full handshakes"
         rates = alternate(
             {
                 "bare": bare_handshakes(certs, count, resume),
                 "pair": pair_handshakes(certs, count, resume),
             },  # type: ignore[dict-item]
             rounds,
+            label=name,
         )
-        name = "resumed handshakes" if resume else "full handshakes"
         results.append(Result(name, "/s", rates["pair"], rates["bare"], "bare SSLObject", 0.95))
+    limit = speed_limit(certs, bulk_16k, 1 if args.quick else 3)
+    if limit is not None:
+        results.append(limit)
     print_table(results)
     return results
 

@@ -14,17 +14,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from OpenSSL import SSL  # noqa: E402
+from OpenSSL import SSL
 
-from benchmarks._util import Result, alternate, print_table  # noqa: E402
-from benchmarks.bench_pair import (  # noqa: E402
-    MiB,
+from benchmarks._util import Result, alternate, plan, print_table
+from benchmarks.bench_pair import (
     Certs,
+    MiB,
     pair_bulk,
     pair_handshakes,
     pair_pingpong,
 )
-from securepair import TLSConfig  # noqa: E402
+from securepair import TLSConfig
 
 
 class PyCerts(Certs):
@@ -144,12 +144,14 @@ def main(argv: list[str] | None = None) -> list[Result]:
     scale = 0.1 if args.quick else 1.0
     rounds = 3 if args.quick else 7
     certs = PyCerts()
+    plan(7)
     results: list[Result] = []
     for size in (16 * 1024, 64 * 1024, MiB):
         total = int(64 * MiB * scale)
         rates = alternate(
             {"bare": bare_bulk(certs, size, total), "pair": pair_bulk(certs, size, total)},
             rounds,
+            label=f"pyopenssl bulk {size // 1024} KiB",
         )
         results.append(
             Result(
@@ -163,21 +165,31 @@ def main(argv: list[str] | None = None) -> list[Result]:
         )
     count = int(20000 * scale)
     rates = alternate(
-        {"bare": bare_pingpong(certs, count), "pair": pair_pingpong(certs, count)}, rounds
+        {"bare": bare_pingpong(certs, count), "pair": pair_pingpong(certs, count)},
+        rounds,
+        label="pyopenssl ping-pong 64 B",
     )
     results.append(
-        Result("pyopenssl ping-pong 64 B", "rt/s", rates["pair"], rates["bare"], "bare pyOpenSSL", 0.9)
+        Result(
+            "pyopenssl ping-pong 64 B",
+            "rt/s",
+            rates["pair"],
+            rates["bare"],
+            "bare pyOpenSSL",
+            0.9,
+        )
     )
     count = max(20, int(300 * scale))
     for resume in (False, True):
+        name = "pyopenssl resumed handshakes" if resume else "pyopenssl full handshakes"
         rates = alternate(
             {
                 "bare": bare_handshakes(certs, count, resume),
                 "pair": pair_handshakes(certs, count, resume),
             },
             rounds,
+            label=name,
         )
-        name = "pyopenssl resumed handshakes" if resume else "pyopenssl full handshakes"
         results.append(Result(name, "/s", rates["pair"], rates["bare"], "bare pyOpenSSL", 0.9))
     stdlib_certs = Certs()
     rates = alternate(
@@ -186,6 +198,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
             "pyopenssl": pair_handshakes(certs, count, True),
         },
         rounds,
+        label="resumed: pyopenssl vs stdlib pair",
     )
     results.append(
         Result(

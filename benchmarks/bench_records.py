@@ -28,7 +28,7 @@ if __package__ in (None, ""):
     # Run as a script: make the repository importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._util import Result, alternate, print_table
+from benchmarks._util import Result, alternate, plan, print_table, skip
 from securepair.records import python as py_framer
 
 if TYPE_CHECKING:
@@ -152,7 +152,9 @@ def _compare(
     rounds: int,
     target: float | None = None,
 ) -> Result:
-    rates = alternate({key: _repeating(make(mod)) for key, mod in framers.items()}, rounds)
+    rates = alternate(
+        {key: _repeating(make(mod)) for key, mod in framers.items()}, rounds, label=name
+    )
     c_rate = rates.get("c", float("nan"))
     py_rate = rates["python"]
     print(
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     try:
         from securepair.records import c as c_framer
     except ImportError as exc:
-        print(f"the C framer is not built ({exc}); build it with pip install -e .")
+        skip("record framer", f"the C framer is not built ({exc}); build it with pip install -e .")
         return []
     framers["c"] = c_framer
 
@@ -184,6 +186,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     hello_fragmented = client_hello(100)
     pieces = len(py_framer.scan(hello_fragmented).records)
 
+    plan(5)
     print("record framer: C vs the Python twin (records/s in millions, parses/s in thousands)")
     results = [
         _compare(

@@ -70,6 +70,7 @@ that says what the bytes look like and shows them, instead of OpenSSL's
 from __future__ import annotations
 
 import enum
+import ipaddress
 import ssl
 from collections import deque
 from collections.abc import Iterator
@@ -177,6 +178,42 @@ _WHAT = {
 }
 
 
+def _checked_hostname(name: str) -> str:
+    """The host name a client sends as SNI and verifies, or ``ConfigError``.
+
+    One trailing dot (a fully qualified name) is dropped: SNI carries names
+    without it (RFC 6066 section 3) and certificates name hosts without it.
+    A name that is not a valid host name is refused here, the same on every
+    backend, rather than being sent, or worse, left unchecked: OpenSSL's
+    host check refuses such names by switching itself off.
+    """
+    if not isinstance(name, str):
+        raise ConfigError("server_hostname", f"must be a str, not {type(name).__name__}")
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return name
+    if name.endswith(".") and not name.endswith(".."):
+        name = name[:-1]
+    if not name:
+        raise ConfigError("server_hostname", "is empty")
+    try:
+        encoded = name.encode("ascii") if name.isascii() else name.encode("idna")
+    except UnicodeError:
+        raise ConfigError("server_hostname", f"{name!r} is not a valid host name") from None
+    labels = encoded.split(b".")
+    if len(encoded) > 253 or not all(0 < len(label) <= 63 for label in labels):
+        raise ConfigError(
+            "server_hostname",
+            f"{name!r} is not a valid host name (an empty or over-long label)",
+        )
+    if any(c in b" \t\r\n\x00/\\@:" for label in labels for c in label):
+        raise ConfigError("server_hostname", f"{name!r} is not a valid host name")
+    return name
+
+
 def _make_connection(
     config: TLSConfig | ssl.SSLContext | Any,
     server_side: bool,
@@ -237,6 +274,8 @@ class SecurePair:
             self._allow_ragged_eof = False
             self._request_ocsp = False
         self.server_side = server_side
+        if server_hostname is not None and not server_side:
+            server_hostname = _checked_hostname(server_hostname)
         if not server_side and server_hostname is None:
             # ssl.SSLObject does not refuse this (SSLSocket does): without a
             # host name, check_hostname silently checks nothing and any

@@ -185,7 +185,7 @@ def test_smtp_forward_to_aiosmtpd(certs: ServeCerts) -> None:
                 smtp.sendmail("a@example.org", ["b@example.org"], b"Subject: x\r\n\r\nbody\r\n")
             assert received and b"body" in received[0]
             event = serve.wait_for(lambda e: e["event"] == "closed")
-            assert event["bytes-in"] > 0 and event["bytes-out"] > 0
+            assert event["bytes_in"] > 0 and event["bytes_out"] > 0
             serve.stop()
     finally:
         controller.stop()

@@ -32,7 +32,12 @@ from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
 from ..alerts import ALERT_NAMES, received_alert, sent_alert_for_reason
-from ..errors import CertificateVerificationError, TLSAlertReceivedError, TLSError
+from ..errors import (
+    CertificateVerificationError,
+    ConfigError,
+    TLSAlertReceivedError,
+    TLSError,
+)
 from ..verify_codes import VERIFICATION_DISABLED, VERIFY_ALERTS, node_code
 from .base import CLOSED, EOF, WANT_READ, TLSConnection
 
@@ -175,7 +180,13 @@ class PyOpenSSLConnection(TLSConnection):
                     conn.set_tlsext_host_name(encoded)
                     if verify_hostname:
                         param = _lib.SSL_get0_param(conn._ssl)
-                        _lib.X509_VERIFY_PARAM_set1_host(param, encoded, 0)
+                        # OpenSSL refuses a name it cannot match by setting
+                        # no check at all: that must never pass silently.
+                        if not _lib.X509_VERIFY_PARAM_set1_host(param, encoded, 0):
+                            raise ConfigError(
+                                "server_hostname",
+                                f"{server_hostname!r} is not a host name OpenSSL can verify",
+                            ) from None
             if session is not None:
                 conn.set_session(session)
         self.incoming = _BioQueue(conn, True)

@@ -130,7 +130,7 @@ class Listener:
                         "full",
                         None,
                         connections=len(self.tasks),
-                        reason="--max-connections reached; new clients wait",
+                        reason="--max-connections reached; further clients wait",
                     )
                 return
             try:
@@ -187,7 +187,10 @@ class Listener:
         self._pause_accepting()
         self.sock.close()
         self.log.event("stopping", None, connections=len(self.tasks))
-        if not self.tasks and self._stopped is not None:
+        # Wake serve() now: _finish() gives the connections in flight
+        # --stop-timeout seconds.  (Waiting here for them to end would
+        # never time out.)
+        if self._stopped is not None:
             self._stopped.set()
 
     async def serve(self) -> None:
@@ -284,6 +287,19 @@ def run(settings: ServeSettings, log: Log) -> int:
     return _supervise(settings, log)
 
 
+def _stop_with_parent() -> None:
+    """Have the kernel send this worker SIGTERM when the supervisor dies,
+    even by SIGKILL, so that no orphaned worker keeps the port (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _supervise(settings: ServeSettings, log: Log) -> int:
     # Hold the port (bound, not listening) so that port 0 is resolved once
     # and no other program takes it while the workers start.
@@ -303,6 +319,7 @@ def _supervise(settings: ServeSettings, log: Log) -> int:
             try:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(signum, signal.SIG_DFL)
+                _stop_with_parent()
                 worker_log = Log(settings.log_format, quiet=settings.quiet)
                 sock = bind(settings.listen, reuse_port=True)
                 code = _run_worker(settings, worker_log, sock, announce=False, ready_fd=write_end)
@@ -311,10 +328,16 @@ def _supervise(settings: ServeSettings, log: Log) -> int:
             finally:
                 os._exit(code)
         os.close(write_end)
+        # Known to forward() before it is ready: a SIGTERM that comes while
+        # it starts must reach it too, or the wait below never ends.
+        workers[pid] = index
         ok = os.read(read_end, 1) == b"r"
         os.close(read_end)
         if ok:
             log.event("worker-started", None, worker=index, worker_pid=pid)
+        if stopping:  # it may have been too young to hear the signal
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         return pid
 
     def forward(signum: int, frame: object) -> None:
@@ -327,14 +350,16 @@ def _supervise(settings: ServeSettings, log: Log) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for index in range(settings.workers):
-        workers[start_worker(index)] = index
+        if not stopping:
+            workers[start_worker(index)] = index
     holder.close()
-    log.event(
-        "listening",
-        format_peer((host, port)),
-        workers=settings.workers,
-        **_describe(settings),
-    )
+    if not stopping:
+        log.event(
+            "listening",
+            format_peer((host, port)),
+            workers=settings.workers,
+            **_describe(settings),
+        )
     restarts: list[float] = []
     status = 0
     while workers:

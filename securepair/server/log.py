@@ -1,10 +1,12 @@
 """Log lines for ``securepair serve``: one event per line, plain or JSON.
 
-Plain lines read left to right as a sentence with fields after it::
+Plain lines read left to right as a sentence with fields after it
+(``bytes-in=...``)::
 
     2026-11-23T15:20:01.123Z serve[4242] refused 127.0.0.2:51234 reason="not in --allow"
 
-JSON lines carry the same fields, for log shippers::
+JSON lines carry the same fields, their names spelt with underscores
+(``"bytes_in"``), for log shippers::
 
     {"time": "2026-11-23T15:20:01.123Z", "pid": 4242, "event": "refused",
      "peer": "127.0.0.2:51234", "reason": "not in --allow"}
@@ -24,8 +26,11 @@ from typing import Any, TextIO
 __all__ = ["Log", "format_peer"]
 
 #: Events that are logged even with ``quiet``: problems and life cycle.
+#: A client's own failures (refused, timeout, not-tls...) are left out, so
+#: that a scan does not fill the log; the server's are not.
 _ALWAYS = frozenset(
     {"listening", "stopping", "stopped", "error", "worker-exited", "worker-started", "warning"}
+    | {"service-unreachable", "full"}
 )
 
 
@@ -65,7 +70,7 @@ class Log:
         if self.quiet and name not in _ALWAYS:
             return
         now = time.time()
-        fields = {k.replace("_", "-"): v for k, v in fields.items() if v is not None}
+        fields = {k: v for k, v in fields.items() if v is not None}
         if self.format == "json":
             record: dict[str, Any] = {"time": _timestamp(now), "pid": self.pid, "event": name}
             if subject is not None:
@@ -76,7 +81,7 @@ class Log:
             parts = [_timestamp(now), f"serve[{self.pid}]", name]
             if subject is not None:
                 parts.append(subject)
-            parts += [f"{k}={_plain_value(v)}" for k, v in fields.items()]
+            parts += [f"{k.replace('_', '-')}={_plain_value(v)}" for k, v in fields.items()]
             line = " ".join(parts)
         try:
             self.stream.write(line + "\n")

@@ -65,6 +65,12 @@ _HTTP_ANSWER = (
 #: Seconds to dial the plaintext service before giving up on it.
 CONNECT_TIMEOUT = 10.0
 
+#: Seconds to wait for the client's close_notify after ours (an idle
+#: timeout, a stop, the service's end) before closing anyway.  Short: the
+#: relay has nothing left to say, and a client that never answers must not
+#: hold a --max-connections slot for asyncio's default 30 s.
+SHUTDOWN_TIMEOUT = 5.0
+
 
 class Prelude(asyncio.Protocol):
     """The protocol of a new connection until TLS takes over: it only
@@ -428,6 +434,7 @@ async def serve_connection(
                     # The deadline above covers the handshake; the adapter's own
                     # timer must not fire first.
                     ssl_handshake_timeout=settings.handshake_timeout + 60,
+                    ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
                 )
     except Refused as exc:
         log.event(exc.event, shown, reason=str(exc), **exc.fields)
@@ -469,17 +476,18 @@ async def serve_connection(
             await relay.done
     except asyncio.CancelledError:
         relay.stop()
+        relay.ended_by = "cut: the server stopped"
         raise
     finally:
         ctx.relays.discard(relay)
-    log.event(
-        "closed",
-        shown,
-        bytes_in=relay.bytes_in,
-        bytes_out=relay.bytes_out,
-        seconds=round(loop.time() - started, 3),
-        reason=relay.ended_by or None,
-    )
+        log.event(
+            "closed",
+            shown,
+            bytes_in=relay.bytes_in,
+            bytes_out=relay.bytes_out,
+            seconds=round(loop.time() - started, 3),
+            reason=relay.ended_by or None,
+        )
 
 
 async def _dial(relay: Relay, target: tuple[str, int], loop: asyncio.AbstractEventLoop) -> None:

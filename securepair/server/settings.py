@@ -21,7 +21,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,13 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("listen", str, "127.0.0.1:8443", "address to listen on", "ADDR:PORT"),
+    Option(
+        "listen",
+        str,
+        "127.0.0.1:8443",
+        "address to listen on (:PORT for every IPv4 address, [::]:PORT for IPv6)",
+        "ADDR:PORT",
+    ),
     Option(
         "forward",
         str,
@@ -232,8 +238,6 @@ class ServeSettings:
     workers: int
     log_format: str
     quiet: bool
-    #: Where each value came from, for the start-up line.
-    sources: Mapping[str, str] = field(default_factory=dict)
 
     def request_cert_unenforced(self) -> bool:
         """Client certificates are asked for but not required."""
@@ -385,17 +389,17 @@ def _tls_config(values: Mapping[str, Any], data_dir: Path) -> TLSConfig:
         # closing; many (curl among them) do not.  The plaintext service
         # sees an ordinary end of stream either way.
         "allow_ragged_eof": True,
+        # Client certificates are asked for and checked alike whatever
+        # certificate the client's SNI name selects.
+        "ca": path("ca"),
+        "request_cert": values["request-cert"],
+        # Without request-cert there is nothing to reject; TLSConfig's
+        # default (True) keeps the stdlib backend usable, since
+        # verify-but-don't-reject exists only on pyOpenSSL.
+        "reject_unauthorized": values["reject-unauthorized"] or not values["request-cert"],
     }
     try:
-        tls = TLSConfig(
-            cert=path("cert"),
-            key=path("key"),
-            passphrase=passphrase,
-            ca=path("ca"),
-            request_cert=values["request-cert"],
-            reject_unauthorized=values["reject-unauthorized"],
-            **common,
-        )
+        tls = TLSConfig(cert=path("cert"), key=path("key"), passphrase=passphrase, **common)
     except ConfigError as exc:
         raise _tls_error(exc, names) from None
     for entry in values["sni-cert"]:
@@ -448,7 +452,9 @@ def load(values: Mapping[str, Any]) -> ServeSettings:
         if merged[option.name] is not None:
             merged[option.name] = _check_type(option, merged[option.name], f"--{option.name}")
     data_dir = Path(merged["data-dir"] or ".")
-    listen = parse_address(merged["listen"], "listen", default_host="127.0.0.1")
+    # ":8443" listens everywhere, as stunnel's bare port does; the default
+    # address, 127.0.0.1:8443, only on this machine.
+    listen = parse_address(merged["listen"], "listen", default_host="0.0.0.0")
     forward = parse_address(merged["forward"], "forward") if merged["forward"] else None
     routes: list[Route] = []
     for entry in merged["route"]:
@@ -516,10 +522,16 @@ def load(values: Mapping[str, Any]) -> ServeSettings:
             raise SettingsError(str(exc)) from None
     elif merged["trusted-proxy"]:
         raise SettingsError("--trusted-proxy is only used with --proxy-protocol")
+    if merged["request-cert"] and not merged["ca"]:
+        raise SettingsError(
+            "--request-cert needs --ca FILE: the CAs that client certificates must chain to"
+        )
+    if merged["reject-unauthorized"] and not merged["request-cert"]:
+        raise SettingsError(
+            "--reject-unauthorized needs --request-cert (and --ca): "
+            "without it no client certificate is asked for"
+        )
     tls = _tls_config(merged, data_dir)
-    sources = {
-        name: ("config" if name in values else "default") for name in (o.name for o in OPTIONS)
-    }
     return ServeSettings(
         listen=listen,
         forward=forward,
@@ -537,5 +549,4 @@ def load(values: Mapping[str, Any]) -> ServeSettings:
         workers=merged["workers"],
         log_format=merged["log-format"],
         quiet=merged["quiet"],
-        sources=sources,
     )

@@ -28,7 +28,7 @@ from ..starttls._base import ServerNegotiator
 from ..starttls.asyncio import accept_starttls
 from ..starttls.errors import StartTLSError
 from .log import format_peer
-from .relay import ConnectionContext, Prelude
+from .relay import SHUTDOWN_TIMEOUT, ConnectionContext, Prelude
 
 __all__ = ["serve_starttls", "read_greeting"]
 
@@ -178,7 +178,9 @@ async def serve_starttls(
     reader, writer = _streams(transport, prelude)
     try:
         negotiator = make_negotiator(protocol, settings.hostname)
-        result = await accept_starttls(reader, writer, negotiator, settings.tls)
+        result = await accept_starttls(
+            reader, writer, negotiator, settings.tls, ssl_shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
     except (StartTLSError, SecurePairError) as exc:
         log.event("starttls-failed", shown, protocol=protocol, reason=str(exc))
         writer.close()
