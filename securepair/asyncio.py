@@ -65,6 +65,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
@@ -142,6 +143,11 @@ def _limits(high: int | None, low: int | None, default_high: int) -> tuple[int, 
     return high, low
 
 
+#: Stands in for the application's protocol once the connection is lost
+#: (the real one is then held weakly): every callback does nothing.
+_GONE = asyncio.Protocol()
+
+
 class TLSProtocol(asyncio.BufferedProtocol):
     """The protocol on the plain transport: runs TLS between it and the
     application's protocol, which sees :attr:`app_transport`.
@@ -212,9 +218,10 @@ class TLSProtocol(asyncio.BufferedProtocol):
         self._handshake_timeout = ssl_handshake_timeout
         self._shutdown_timeout = ssl_shutdown_timeout
         self._app_protocol = app_protocol
+        self._app_protocol_ref: weakref.ref[asyncio.BaseProtocol] | None = None
         self._app_buffered = isinstance(app_protocol, asyncio.BufferedProtocol)
-        #: The transport the application uses.
-        self.app_transport = TLSTransport(self)
+        self._app_transport: TLSTransport | None = TLSTransport(self)
+        self._app_transport_ref: weakref.ref[TLSTransport] | None = None
         self._transport: asyncio.Transport | None = None
         self._rbuf = bytearray(RECV_SIZE)
         self._rview = memoryview(self._rbuf)
@@ -264,6 +271,40 @@ class TLSProtocol(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------
     # Callbacks from the plain transport
+
+    @property
+    def app_transport(self) -> TLSTransport:
+        """The transport the application uses."""
+        app_transport = self._app_transport
+        if app_transport is None:
+            # Lost, and held weakly since (see _release()).
+            assert self._app_transport_ref is not None
+            app_transport = self._app_transport_ref()
+            if app_transport is None:
+                # Nobody kept it: a new one over the same, closed, state.
+                app_transport = TLSTransport(self)
+                self._app_transport_ref = weakref.ref(app_transport)
+        return app_transport
+
+    def _release(self) -> None:
+        """The connection is gone: drop what it no longer needs, and the
+        references that would make this protocol, its transport and the
+        application's protocol a cycle.  Cycles wait for Python's full
+        collection, which a busy server runs rarely; this way a finished
+        connection, its 256 KiB receive buffer and its OpenSSL state are
+        freed as soon as the application lets go of them."""
+        self._rbuf = bytearray()
+        self._rview = memoryview(self._rbuf)
+        self._in_backlog = b""
+        self._out_backlog = []
+        self._waiter = None
+        self._unwrap_waiter = None
+        if self._app_transport is not None:
+            self._app_transport_ref = weakref.ref(self._app_transport)
+            self._app_transport = None
+        with contextlib.suppress(TypeError):  # a protocol without __weakref__
+            self._app_protocol_ref = weakref.ref(self._app_protocol)
+            self._app_protocol = _GONE
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start the handshake on ``transport``."""
@@ -365,6 +406,8 @@ class TLSProtocol(asyncio.BufferedProtocol):
             self._app_protocol.connection_lost(exc if exc is not None else transport_error)
         self._transport = None
         self._refresh()
+        if self._app_lost or self._detached:
+            self._release()
 
     def pause_writing(self) -> None:
         """The plain transport's buffer is full: pause the application."""
@@ -755,7 +798,10 @@ class TLSTransport(TLSDetails, asyncio.Transport):
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         """The application's protocol."""
-        return self._protocol._app_protocol
+        protocol = self._protocol
+        if protocol._app_protocol is _GONE and protocol._app_protocol_ref is not None:
+            return protocol._app_protocol_ref() or _GONE
+        return protocol._app_protocol
 
     def is_closing(self) -> bool:
         """True once closing started or the connection failed or ended."""

@@ -72,6 +72,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import ssl
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -310,8 +311,12 @@ class SecurePair:
         self._in = self._conn.incoming
         self._out = self._conn.outgoing
         self._alerts = self._conn.alerts
-        self.encrypted = EncryptedSide(self)
-        self.cleartext = CleartextSide(self)
+        # The sides are made on first use and cached weakly: each holds the
+        # pair (its hot methods are the pair's bound methods), so a strong
+        # reference back would make every pair a reference cycle, freed only
+        # by the cycle collector, OpenSSL's buffers with it.
+        self._encrypted_ref: weakref.ref[EncryptedSide] | None = None
+        self._cleartext_ref: weakref.ref[CleartextSide] | None = None
         self._events: deque[Event] = deque()
         self._handshake_done = False
         self._sent_close = False
@@ -364,6 +369,24 @@ class SecurePair:
                     buffer="encrypted",
                     limit=self._limit,
                 )
+
+    @property
+    def encrypted(self) -> EncryptedSide:
+        """The network side: :class:`EncryptedSide`."""
+        side = self._encrypted_ref() if self._encrypted_ref is not None else None
+        if side is None:
+            side = EncryptedSide(self)
+            self._encrypted_ref = weakref.ref(side)
+        return side
+
+    @property
+    def cleartext(self) -> CleartextSide:
+        """The application side: :class:`CleartextSide`."""
+        side = self._cleartext_ref() if self._cleartext_ref is not None else None
+        if side is None:
+            side = CleartextSide(self)
+            self._cleartext_ref = weakref.ref(side)
+        return side
 
     # ------------------------------------------------------------------
     # State

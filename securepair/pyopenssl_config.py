@@ -9,6 +9,7 @@ the connection they are about through the connection's app data.
 from __future__ import annotations
 
 import ssl
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,8 @@ _VERSIONS = {"TLSv1.2": SSL.TLS1_2_VERSION, "TLSv1.3": SSL.TLS1_3_VERSION}
 
 
 def _app(conn: SSL.Connection) -> PyOpenSSLConnection | None:
-    found = conn.get_app_data()
+    ref = conn.get_app_data()
+    found = ref() if isinstance(ref, weakref.ref) else None
     return found if isinstance(found, PyOpenSSLConnection) else None
 
 

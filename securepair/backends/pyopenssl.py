@@ -25,6 +25,7 @@ reading back the unconsumed bytes of the incoming BIO (``BIO_read``), which
 from __future__ import annotations
 
 import ipaddress
+import weakref
 from typing import Any
 
 from OpenSSL import SSL
@@ -165,7 +166,10 @@ class PyOpenSSLConnection(TLSConnection):
         #: An exception raised by an application callback during the
         #: handshake, re-raised as the cause of the failure.
         self.callback_error: BaseException | None = None
-        conn.set_app_data(self)
+        # Weakly: the connection must not keep its owner alive, or the two
+        # would be a reference cycle that only the cycle collector frees,
+        # OpenSSL's state with it.
+        conn.set_app_data(weakref.ref(self))
         if server_side:
             conn.set_accept_state()
         else:

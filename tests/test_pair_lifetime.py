@@ -1,0 +1,59 @@
+"""A finished pair is freed by reference counting, not left to the cycle
+collector: a busy server runs full collections rarely, and until then a
+pair in a cycle keeps its OpenSSL state (and buffers) alive."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from securepair import SecurePair, TLSConfig, certgen
+from securepair.testing.link import Link
+
+CA = certgen.CertificateAuthority("lifetime test CA")
+LEAF = CA.issue(["localhost"])
+
+
+@pytest.fixture
+def no_collector() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_pairs_and_their_connections_die_with_the_last_reference(
+    backend: str, no_collector: None
+) -> None:
+    server = SecurePair(
+        TLSConfig(cert=LEAF.cert_pem, key=LEAF.key_pem, backend=backend), server_side=True
+    )
+    client = SecurePair(
+        TLSConfig(ca=CA.cert_pem, backend=backend), server_side=False, server_hostname="localhost"
+    )
+    link = Link(client, server)
+    link.handshake()
+    client.cleartext.write(b"hello")
+    link.pump()
+    assert server.cleartext.read() == b"hello"
+    refs = [weakref.ref(o) for o in (client, server, client._conn, server._conn)]
+    sides = [weakref.ref(client.encrypted), weakref.ref(server.cleartext)]
+    del client, server, link
+    assert [r() for r in refs + sides] == [None] * 6
+
+
+def test_a_side_keeps_its_pair(backend: str) -> None:
+    client = SecurePair(
+        TLSConfig(ca=CA.cert_pem, backend=backend), server_side=False, server_hostname="localhost"
+    )
+    encrypted = client.encrypted
+    assert client.encrypted is encrypted  # one side object while it is in use
+    pair = weakref.ref(client)
+    del client
+    assert pair() is not None
+    assert encrypted.read().startswith(b"\x16\x03")  # the ClientHello, still there
