@@ -34,6 +34,7 @@ for harness in fuzz/fuzz_*.py; do
   case "$target" in
     sniff) dict=sniff.dict; max_len=256 ;;
     starttls) dict=starttls.dict; max_len=2048 ;;
+    proxy) dict=proxy.dict; max_len=512 ;;
     *) dict=tls.dict; max_len=4096 ;;
   esac
   if [ -f "fuzz/dicts/$dict" ]; then

@@ -128,12 +128,31 @@ def seeds_starttls(trs: list[hs.Transcript]) -> Iterable[bytes]:
     yield from h.seed_inputs(hello)
 
 
+def seeds_proxy(trs: list[hs.Transcript]) -> Iterable[bytes]:
+    h = importlib.import_module("fuzz_proxy")
+    from securepair.server.proxy_protocol import build_v1, build_v2
+
+    hello = trs[0].client_to_server[:64]
+    headers = [
+        build_v1(("192.0.2.1", 56324), ("198.51.100.1", 443)),
+        build_v1(("2001:db8::1", 56324), ("2001:db8::2", 443)),
+        b"PROXY UNKNOWN\r\n",
+        build_v2(("192.0.2.1", 56324), ("198.51.100.1", 443)),
+        build_v2(("2001:db8::1", 56324), ("2001:db8::2", 443), tlvs=[(0x20, b"\x01\x00")]),
+        build_v2(),  # LOCAL: a health check
+    ]
+    for i, header in enumerate(headers):
+        yield h.encode_input(header + hello, kind=i % 6)
+    yield h.encode_input(hello)
+
+
 TARGETS: dict[str, Callable[[list[hs.Transcript]], Iterable[bytes]]] = {
     "scan": seeds_scan,
     "client_hello": seeds_client_hello,
     "sniff": seeds_sniff,
     "pair": seeds_pair,
     "starttls": seeds_starttls,
+    "proxy": seeds_proxy,
 }
 
 

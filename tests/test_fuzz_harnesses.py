@@ -26,7 +26,7 @@ FUZZ = ROOT / "fuzz"
 
 #: Harness -> seconds of fuzzing (the pair harness captures handshakes at
 #: start and runs a TLS connection per input, so it gets longer).
-HARNESSES = {"scan": 3, "client_hello": 3, "sniff": 2, "pair": 8, "starttls": 5}
+HARNESSES = {"scan": 3, "client_hello": 3, "sniff": 2, "pair": 8, "starttls": 5, "proxy": 2}
 
 
 def _require_atheris() -> None:

@@ -46,11 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"{__name__}.{module_name}":
                 raise
             continue  # a subcommand this tree does not have yet
-        doc = (module.__doc__ or "").strip()
+        first, _, rest = (module.__doc__ or "").strip().partition("\n\n")
         sub = commands.add_parser(
             name,
             help=module.HELP,
-            description=doc.split("\n\n")[0] if doc else None,
+            description=first or None,
+            epilog=rest.replace("``", "").replace("::\n", ":\n") or None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.set_defaults(_module=module)
