@@ -471,13 +471,12 @@ def test_one_log_line_per_request(daemon: JSONRPCServer, log: io.StringIO) -> No
 
 def test_close_ends_open_connections() -> None:
     server = serve(("127.0.0.1", 0), USER, PASSWORD)
-    sock = socket.create_connection(("127.0.0.1", port_of(server)), timeout=TIMEOUT)
-    sock.sendall(b"P")  # half a request: its thread waits for the rest
-    server.close()
-    # Closed, with or without a reset (the "P" may still be unread).
-    with contextlib.suppress(ConnectionResetError):
-        assert sock.recv(100) == b""
-    sock.close()
+    with socket.create_connection(("127.0.0.1", port_of(server)), timeout=TIMEOUT) as sock:
+        sock.sendall(b"P")  # half a request: its thread waits for the rest
+        server.close()
+        # Closed, with or without a reset (the "P" may still be unread).
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(100) == b""
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port_of(server)), timeout=TIMEOUT)
 

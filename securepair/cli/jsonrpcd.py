@@ -338,7 +338,6 @@ class _Handler(socketserver.StreamRequestHandler):
         self.rpc_server = cast("JSONRPCServer", self.server)
         super().setup()
         self.connection.settimeout(self.rpc_server.idle_timeout)
-        self.rpc_server._track(self.connection, add=True)
         self.peer = _format_address(self.client_address)
 
     def finish(self) -> None:
@@ -587,16 +586,28 @@ class JSONRPCServer(socketserver.ThreadingTCPServer):
         self.idle_timeout = idle_timeout
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
+        self._closed = False
         self._serving = False
         self._thread: threading.Thread | None = None
         super().__init__(address, _Handler)
 
     def _track(self, sock: socket.socket, *, add: bool) -> None:
         with self._lock:
-            if add:
-                self._connections.add(sock)
-            else:
+            if not add:
                 self._connections.discard(sock)
+                return
+            if not self._closed:
+                self._connections.add(sock)
+                return
+        # Accepted just as the server closed: end it like the others.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Track the connection from the moment it is accepted, before its
+        thread starts, so that :meth:`server_close` cannot miss it."""
+        self._track(request, add=True)
+        super().process_request(request, client_address)
 
     def log_line(self, line: str) -> None:
         """Write one line to the log, whole, even with many threads."""
@@ -629,6 +640,7 @@ class JSONRPCServer(socketserver.ThreadingTCPServer):
         """Close the listening socket and every open connection."""
         super().server_close()
         with self._lock:
+            self._closed = True
             connections = list(self._connections)
         for sock in connections:
             # A connection may close in its own thread meanwhile.
