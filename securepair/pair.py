@@ -70,6 +70,7 @@ that says what the bytes look like and shows them, instead of OpenSSL's
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import ssl
 import weakref
@@ -179,6 +180,7 @@ _WHAT = {
 }
 
 
+@functools.lru_cache(maxsize=256)
 def _checked_hostname(name: str) -> str:
     """The host name a client sends as SNI and verifies, or ``ConfigError``.
 

@@ -55,10 +55,17 @@ def _on_verify(conn: SSL.Connection, cert: Any, errnum: int, depth: int, ok: int
     return owner.on_verify(ok, errnum, depth, cert)
 
 
+#: OpenSSL's SSL_CB_ALERT: the only info callbacks the owner records.
+_CB_ALERT = 0x4000
+
+
 def _on_info(conn: SSL.Connection, where: int, ret: int) -> None:
-    owner = _app(conn)
-    if owner is not None:
-        owner.on_info(where, ret)
+    # Called at every handshake state change (about twenty a side); most
+    # are not alerts and need no owner.
+    if where & _CB_ALERT:
+        owner = _app(conn)
+        if owner is not None:
+            owner.on_info(where, ret)
 
 
 def build_context(config: TLSConfig, server_side: bool) -> SSL.Context:

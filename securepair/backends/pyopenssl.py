@@ -28,7 +28,7 @@ import ipaddress
 import weakref
 from typing import Any
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
@@ -195,7 +195,6 @@ class PyOpenSSLConnection(TLSConnection):
                 conn.set_session(session)
         self.incoming = _BioQueue(conn, True)
         self.outgoing = _BioQueue(conn, False)
-        self._recv_into = conn.recv_into
 
     # -- TLS operations ---------------------------------------------------
 
@@ -209,8 +208,18 @@ class PyOpenSSLConnection(TLSConnection):
         return True
 
     def read_into(self, view: memoryview) -> int:
+        # SSL_read straight into the caller's buffer.  pyOpenSSL's recv_into
+        # reads into a new temporary buffer of len(view) bytes and copies
+        # from it: an allocation (an mmap/munmap pair when the room is
+        # large) and a copy per record.
+        conn = self._conn
+        ssl = conn._ssl
         try:
-            return self._recv_into(view, len(view))
+            with _ffi.from_buffer(view, require_writable=True) as buf:
+                result: int = _lib.SSL_read(ssl, buf, len(view))
+            if result <= 0:
+                conn._raise_ssl_error(ssl, result)
+            return result
         except _WantRead:
             return WANT_READ
         except _ZeroReturn:
@@ -387,12 +396,13 @@ class PyOpenSSLConnection(TLSConnection):
         return self._hostname
 
     def peer_certificate_der(self) -> bytes | None:
-        cert = self._conn.get_peer_certificate(as_cryptography=True)
+        # Straight from OpenSSL's X509 to DER: a detour through
+        # cryptography's object parses the certificate, three times the cost,
+        # on every handshake.
+        cert = self._conn.get_peer_certificate()
         if cert is None:
             return None
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        return cert.public_bytes(Encoding.DER)
+        return crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
 
     def peer_chain_der(self) -> list[bytes] | None:
         from cryptography.hazmat.primitives.serialization import Encoding
