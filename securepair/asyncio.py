@@ -80,7 +80,7 @@ from ._adapters import (
 )
 from .config import TLSConfig
 from .errors import LocalProtocolError, RaggedEOFError, SecurePairError
-from .pair import PairState, SecurePair
+from .pair import PairState, SecurePair, _detached_copy
 
 __all__ = [
     "TLSProtocol",
@@ -299,6 +299,10 @@ class TLSProtocol(asyncio.BufferedProtocol):
         self._out_backlog = []
         self._waiter = None
         self._unwrap_waiter = None
+        if isinstance(self._error, SecurePairError):
+            # Its traceback holds frames that hold this protocol.
+            self._error = _detached_copy(self._error)
+        self.pair._release_sides()
         if self._app_transport is not None:
             self._app_transport_ref = weakref.ref(self._app_transport)
             self._app_transport = None
@@ -406,8 +410,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
             self._app_protocol.connection_lost(exc if exc is not None else transport_error)
         self._transport = None
         self._refresh()
-        if self._app_lost or self._detached:
-            self._release()
+        self._release()
 
     def pause_writing(self) -> None:
         """The plain transport's buffer is full: pause the application."""
@@ -455,7 +458,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
             if cleartext.pending:
                 if self._closing:
                     cleartext.read()  # the application closed: drop
-                elif self._app_reading and self._app_connected:
+                elif self._app_reading and self._app_connected and not self._app_lost:
                     self._deliver()
             backlog = self._in_backlog
             if backlog and cleartext.pending < self._read_high and self._error is None:
@@ -1163,7 +1166,13 @@ async def start_tls(
         ssl_shutdown_timeout=ssl_shutdown_timeout,
     )
     _switch(transport, tls)
-    await _await_handshake(waiter, transport, tls)
+    try:
+        await _await_handshake(waiter, transport, tls)
+    except BaseException:
+        # The traceback keeps this frame: without these locals it holds no
+        # connection (and the failed future no cycle through it).
+        del waiter, tls, transport, protocol
+        raise
     return tls.app_transport
 
 
@@ -1178,6 +1187,7 @@ async def _await_handshake(
         # reset.  Anything else (the caller was cancelled) aborts.
         if tls._error is None:
             transport.abort()
+        del waiter, transport, tls  # see start_tls
         raise
 
 

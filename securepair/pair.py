@@ -72,10 +72,11 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
+import re
 import ssl
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .backends.base import CLOSED, EOF, WANT_READ, TLSConnection
@@ -149,6 +150,14 @@ class PairState(enum.Enum):
 
 _S = PairState
 
+
+def _no_error() -> None:
+    """Stands in for a dead weak reference to the raised error."""
+
+
+#: States after which the connection carries nothing more.
+_ENDED = frozenset({_S.CLOSED, _S.ERROR, _S.UNWRAPPED})
+
 #: The calls each state allows.  Reading pending bytes from either side is
 #: always allowed and not listed.
 ALLOWED: dict[PairState, frozenset[str]] = {
@@ -180,23 +189,38 @@ _WHAT = {
 }
 
 
-@functools.lru_cache(maxsize=256)
 def _checked_hostname(name: str) -> str:
     """The host name a client sends as SNI and verifies, or ``ConfigError``.
 
     One trailing dot (a fully qualified name) is dropped: SNI carries names
     without it (RFC 6066 section 3) and certificates name hosts without it.
-    A name that is not a valid host name is refused here, the same on every
-    backend, rather than being sent, or worse, left unchecked: OpenSSL's
-    host check refuses such names by switching itself off.
+    A name that is not a valid host name (letters, digits, hyphens and
+    underscores in labels of 1 to 63 bytes, after IDNA) is refused here, the
+    same on every backend, rather than being sent, or worse, left
+    unchecked: OpenSSL's host check refuses such names by switching itself
+    off.
     """
     if not isinstance(name, str):
         raise ConfigError("server_hostname", f"must be a str, not {type(name).__name__}")
+    return _checked_hostname_str(name)
+
+
+_LABEL = re.compile(rb"[A-Za-z0-9_-]{1,63}")
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_hostname_str(name: str) -> str:
     try:
-        ipaddress.ip_address(name)
+        address = ipaddress.ip_address(name)
     except ValueError:
         pass
     else:
+        if getattr(address, "scope_id", None):
+            raise ConfigError(
+                "server_hostname",
+                f"{name!r}: an IPv6 zone (%...) cannot be checked against a certificate; "
+                "give the address without it",
+            )
         return name
     if name.endswith(".") and not name.endswith(".."):
         name = name[:-1]
@@ -207,14 +231,37 @@ def _checked_hostname(name: str) -> str:
     except UnicodeError:
         raise ConfigError("server_hostname", f"{name!r} is not a valid host name") from None
     labels = encoded.split(b".")
-    if len(encoded) > 253 or not all(0 < len(label) <= 63 for label in labels):
+    if all(label.isdigit() for label in labels):
+        raise ConfigError(
+            "server_hostname", f"{name!r} looks like an IPv4 address but is not a valid one"
+        )
+    if len(encoded) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise ConfigError(
             "server_hostname",
-            f"{name!r} is not a valid host name (an empty or over-long label)",
+            f"{name!r} is not a valid host name (labels of letters, digits and hyphens, "
+            "1 to 63 bytes each)",
         )
-    if any(c in b" \t\r\n\x00/\\@:" for label in labels for c in label):
-        raise ConfigError("server_hostname", f"{name!r} is not a valid host name")
     return name
+
+
+def _detached_copy(error: SecurePairError) -> SecurePairError:
+    """The same error without its traceback, for the pair to keep.
+
+    The error itself is raised, and its traceback holds the pair's frames;
+    kept by the pair, it would make a reference cycle, which keeps a failed
+    pair and its OpenSSL state alive until the next full collection.  The
+    copy says the same (type, message, attributes, cause) for later calls.
+    """
+    copy = error.__class__.__new__(error.__class__)
+    copy.args = error.args
+    copy.__dict__.update(error.__dict__)
+    # Causes go the same way: the backend's own exception (an ssl.SSLError)
+    # has a traceback whose frames lead back, through f_back, to the pair's.
+    # The raised error keeps the whole chain for the application.
+    cause = error.__cause__
+    copy.__cause__ = _detached_copy(cause) if isinstance(cause, SecurePairError) else None
+    copy.__suppress_context__ = error.__suppress_context__
+    return copy
 
 
 def _make_connection(
@@ -295,6 +342,8 @@ class SecurePair:
                 )
         try:
             self._conn = _make_connection(config, server_side, server_hostname, session)
+        except ConfigError:
+            raise
         except ValueError as exc:
             if "ession" in str(exc) and session is not None:
                 raise ConfigError(
@@ -313,12 +362,17 @@ class SecurePair:
         self._in = self._conn.incoming
         self._out = self._conn.outgoing
         self._alerts = self._conn.alerts
-        # The sides are made on first use and cached weakly: each holds the
-        # pair (its hot methods are the pair's bound methods), so a strong
-        # reference back would make every pair a reference cycle, freed only
-        # by the cycle collector, OpenSSL's buffers with it.
+        # Each side holds the pair (its hot methods are the pair's bound
+        # methods), so the pair's own reference to it makes a cycle.  The
+        # sides are held strongly while the connection lives, and weakly once
+        # it has ended (see _release_sides), so that a finished pair is freed
+        # by reference counting, OpenSSL's state with it, not at the next
+        # full collection.
+        self._encrypted_side: EncryptedSide | None = None
+        self._cleartext_side: CleartextSide | None = None
         self._encrypted_ref: weakref.ref[EncryptedSide] | None = None
         self._cleartext_ref: weakref.ref[CleartextSide] | None = None
+        self._sides_released = False
         self._events: deque[Event] = deque()
         self._handshake_done = False
         self._sent_close = False
@@ -328,6 +382,7 @@ class SecurePair:
         self._unwrapped = False
         self._close_after_handshake = False
         self._error: SecurePairError | None = None
+        self._error_raised: Callable[[], SecurePairError | None] = _no_error
         # An error met while a read made room, raised once the data before
         # it has been read (see _pump_after_read).
         self._deferred_error: SecurePairError | None = None
@@ -375,20 +430,44 @@ class SecurePair:
     @property
     def encrypted(self) -> EncryptedSide:
         """The network side: :class:`EncryptedSide`."""
-        side = self._encrypted_ref() if self._encrypted_ref is not None else None
+        side = self._encrypted_side
         if side is None:
-            side = EncryptedSide(self)
-            self._encrypted_ref = weakref.ref(side)
+            side = self._encrypted_ref() if self._encrypted_ref is not None else None
+            if side is None:
+                side = EncryptedSide(self)
+                if self._sides_released:
+                    self._encrypted_ref = weakref.ref(side)
+                else:
+                    self._encrypted_side = side
         return side
 
     @property
     def cleartext(self) -> CleartextSide:
         """The application side: :class:`CleartextSide`."""
-        side = self._cleartext_ref() if self._cleartext_ref is not None else None
+        side = self._cleartext_side
         if side is None:
-            side = CleartextSide(self)
-            self._cleartext_ref = weakref.ref(side)
+            side = self._cleartext_ref() if self._cleartext_ref is not None else None
+            if side is None:
+                side = CleartextSide(self)
+                if self._sides_released:
+                    self._cleartext_ref = weakref.ref(side)
+                else:
+                    self._cleartext_side = side
         return side
+
+    def _release_sides(self) -> None:
+        """The connection has ended (or its adapter is done with it): hold
+        the sides weakly from now on.  They keep working for whoever holds
+        them; the pair no longer keeps them alive."""
+        if self._sides_released:
+            return
+        self._sides_released = True
+        if self._encrypted_side is not None:
+            self._encrypted_ref = weakref.ref(self._encrypted_side)
+            self._encrypted_side = None
+        if self._cleartext_side is not None:
+            self._cleartext_ref = weakref.ref(self._cleartext_side)
+            self._cleartext_side = None
 
     # ------------------------------------------------------------------
     # State
@@ -417,6 +496,8 @@ class SecurePair:
         self._can_feed = "feed" in allowed
         self._can_write = "write" in allowed
         self._fast_feed = state in (_S.OPEN, _S.CLOSING) and self._tls_seen
+        if state in _ENDED:
+            self._release_sides()
 
     def _check(self, operation: str) -> None:
         state = self.state
@@ -425,7 +506,7 @@ class SecurePair:
         if state is _S.ERROR:
             raise LocalProtocolError(
                 f"cannot {_WHAT[operation]}: the pair failed earlier ({self._error})"
-            ) from self._error
+            ) from (self._error_raised() or self._error)
         if state is _S.UNWRAPPED:
             raise LocalProtocolError(
                 f"cannot {_WHAT[operation]}: the pair is unwrapped and the connection "
@@ -440,7 +521,11 @@ class SecurePair:
 
     def _fail(self, error: SecurePairError) -> SecurePairError:
         """Enter ERROR; the caller raises what this returns."""
-        self._error = error
+        # The pair keeps a copy without the traceback (see _detached_copy),
+        # and the raised error itself only while the application does, so
+        # that later errors chain to the very object it caught.
+        self._error = _detached_copy(error)
+        self._error_raised = weakref.ref(error)
         self._refresh()
         if self._conn.reports_alerts:
             self._drain_alerts()
@@ -612,7 +697,13 @@ class SecurePair:
         # OpenSSL had already moved into its own record buffer: the caller
         # may want to answer it (an HTTP 400 to an HTTP client, say).
         self._trailing[:] = self._first_bytes + bytes(data)
-        raise error
+        try:
+            raise error
+        finally:
+            # The traceback keeps this frame; a local naming the error
+            # would close a cycle (error, frame, pair) that only the cycle
+            # collector could free.
+            del error
 
     def _feed_eof(self) -> None:
         if self._eof or self._error is not None or self._unwrapped:
@@ -906,7 +997,10 @@ class SecurePair:
     def _raise_deferred(self) -> None:
         error, self._deferred_error = self._deferred_error, None
         assert error is not None
-        raise error
+        try:
+            raise error
+        finally:
+            del error  # see _check_first_bytes
 
     # ------------------------------------------------------------------
     # Closing

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from securepair import SecurePair, TLSConfig, certgen
+from securepair.errors import SecurePairError
 from securepair.testing.link import Link
 
 CA = certgen.CertificateAuthority("lifetime test CA")
@@ -41,10 +42,37 @@ def test_pairs_and_their_connections_die_with_the_last_reference(
     client.cleartext.write(b"hello")
     link.pump()
     assert server.cleartext.read() == b"hello"
+    # A clean end both ways: both pairs are CLOSED.
+    client.close()
+    link.pump()
+    server.close()
+    link.pump()
+    assert client.state.value == server.state.value == "closed"
     refs = [weakref.ref(o) for o in (client, server, client._conn, server._conn)]
     sides = [weakref.ref(client.encrypted), weakref.ref(server.cleartext)]
     del client, server, link
     assert [r() for r in refs + sides] == [None] * 6
+
+
+def test_a_failed_pair_dies_with_its_last_reference(backend: str, no_collector: None) -> None:
+    server = SecurePair(
+        TLSConfig(cert=LEAF.cert_pem, key=LEAF.key_pem, backend=backend), server_side=True
+    )
+    with pytest.raises(SecurePairError):
+        server.encrypted.write(b"GET / HTTP/1.1\r\n\r\n")
+    assert server.state.value == "error"
+    refs = [weakref.ref(server), weakref.ref(server._conn), weakref.ref(server.cleartext)]
+    del server
+    assert [r() for r in refs] == [None] * 3
+
+
+def test_sides_are_the_same_objects_while_the_connection_lives(backend: str) -> None:
+    client = SecurePair(
+        TLSConfig(ca=CA.cert_pem, backend=backend), server_side=False, server_hostname="localhost"
+    )
+    client.cleartext.note = "kept"  # type: ignore[attr-defined]
+    assert client.cleartext.note == "kept"  # type: ignore[attr-defined]
+    assert client.encrypted is client.encrypted
 
 
 def test_a_side_keeps_its_pair(backend: str) -> None:

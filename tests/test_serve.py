@@ -9,6 +9,7 @@ loopback addresses 127.0.0.2 and 127.0.0.3 stand for clients from outside
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -44,6 +45,7 @@ from .serve_harness import (
     make_certs,
     pid_alive,
     port_is_free,
+    rss_kib,
     run_serve,
     tls_connect,
 )
@@ -673,6 +675,28 @@ def test_proxy_header_rules(certs: ServeCerts) -> None:
         assert len(service.peers) == 2
 
 
+def test_proxy_header_without_an_address_is_judged_on_the_proxy(certs: ServeCerts) -> None:
+    """UNKNOWN, LOCAL and UNSPEC headers name no client: the specification
+    says to use the connection's own addresses, so the proxy's address
+    faces the allowlist (here it is not on it)."""
+    with (
+        echo_service() as service,
+        ServeProcess(
+            "--forward", service.address, "--proxy-protocol", "--trusted-proxy", "127.0.0.3",
+            "--allow", "127.0.0.4", *HANDSHAKE, cwd=certs.folder,
+        ) as sp,
+    ):  # fmt: skip
+        for header in (b"PROXY UNKNOWN\r\n", build_v2()):
+            with pytest.raises(OSError):  # EOF or reset
+                tls_connect(
+                    sp.port, certs.client_context(), source="127.0.0.3", prefix=header
+                ).close()
+        refused = sp.events("refused")
+        assert len(refused) == 2
+        assert all(e["reason"] == "not in --allow" for e in refused)
+        assert not service.peers
+
+
 # ----------------------------------------------------------------------
 # Timeouts and limits
 
@@ -1056,4 +1080,27 @@ def test_echo_without_a_service(tmp_path: Path) -> None:
             peer = _local(tls)
         closed = _one(sp, "closed", peer=peer)
         assert (closed["bytes_in"], closed["bytes_out"]) == (8, 8)
+        assert sp.stop() == 0
+
+
+def test_echo_holds_back_a_client_that_does_not_read(tmp_path: Path) -> None:
+    """Echoes wait in the socket buffers, not in the server's memory: a
+    client that only sends is stopped being read until it reads."""
+    fresh = make_certs(tmp_path)
+    chunk = b"x" * 65536
+    total = 64 << 20
+    with ServeProcess("--echo", *HANDSHAKE, cwd=tmp_path) as sp:
+        before = rss_kib(sp.proc.pid)
+        with tls_connect(sp.port, fresh.client_context()) as tls:
+            tls.settimeout(2)
+            sent = 0
+            with contextlib.suppress(TimeoutError, ssl.SSLWantWriteError):
+                while sent < total:
+                    tls.sendall(chunk)
+                    sent += len(chunk)
+            grown = rss_kib(sp.proc.pid) - before
+            # Stopped well short of 64 MiB: the kernel's buffers both ways
+            # and the adapter's read limits hold a few MiB at most.
+            assert sent < total // 2, sent
+            assert grown < 24 * 1024, grown
         assert sp.stop() == 0

@@ -567,6 +567,18 @@ def test_finished_connections_leave_no_cycles(certs: ServeCerts) -> None:
                 line = b"cycle %d\n" % i
                 assert await _echo_line(reader, writer, line) == line
                 await _close_all([writer])
+            # Failures too, the common case on a public port: a client that
+            # does not trust the certificate, and one that is not TLS.
+            untrusting = ssl.create_default_context()
+            for _ in range(5):
+                with contextlib.suppress(ssl.SSLError, ConnectionError):
+                    reader, writer = await _tls_open(port, untrusting)
+                    await _close_all([writer])
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET / HTTP/1.1\r\n\r\n")
+                assert (await reader.read()).startswith(b"HTTP/1.1 400 ")
+                writer.close()
+                await writer.wait_closed()
             async with asyncio.timeout(SETTLE):
                 while server.tasks:
                     await asyncio.sleep(0.01)

@@ -141,6 +141,21 @@ def test_gnutls_starttls_clients(certs: ServeCerts, proto: str) -> None:
         serve.stop()
 
 
+def test_proxy_protocol_does_not_keep_direct_clients_waiting(certs: ServeCerts) -> None:
+    """The STARTTLS server speaks first: a direct client is greeted at once,
+    even when PROXY headers are accepted from a trusted proxy."""
+    with _serve(
+        certs, "--starttls", "smtp", "--echo", "--proxy-protocol", "--trusted-proxy", "127.0.0.3"
+    ) as serve:
+        with socket.create_connection(serve.address, timeout=2) as sock:
+            assert sock.recv(100).startswith(b"220 ")
+            # A PROXY line from a client that is not trusted is a command,
+            # refused like any other before TLS, and believed by nobody.
+            sock.sendall(b"PROXY TCP4 10.0.0.1 10.0.0.2 1 2\r\n")
+            assert sock.recv(100)[:1] == b"5"
+        serve.stop()
+
+
 def test_client_that_never_says_starttls_is_timed_out(certs: ServeCerts) -> None:
     with _serve(certs, "--starttls", "smtp", "--echo", "--handshake-timeout", "1") as serve:
         with socket.create_connection(serve.address, timeout=TIMEOUT) as sock:

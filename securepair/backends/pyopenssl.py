@@ -217,8 +217,9 @@ class PyOpenSSLConnection(TLSConnection):
         try:
             with _ffi.from_buffer(view, require_writable=True) as buf:
                 result: int = _lib.SSL_read(ssl, buf, len(view))
-            if result <= 0:
-                conn._raise_ssl_error(ssl, result)
+            # Always, as recv_into does: it also raises what an application
+            # callback (verify, during a renegotiation) left behind.
+            conn._raise_ssl_error(ssl, result)
             return result
         except _WantRead:
             return WANT_READ

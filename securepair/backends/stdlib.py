@@ -84,10 +84,15 @@ class StdlibConnection(TLSConnection):
             # An exception in the application's sni_callback reaches OpenSSL
             # only as CALLBACK_FAILED; TLSConfig kept it: say what it was.
             app_error = getattr(self._obj, "_securepair_sni_error", None)
-            if app_error is not None:
-                error.args = (f"{error.args[0]}; sni_callback raised {app_error!r}",)
-                raise error from app_error
-            raise error from exc
+            try:
+                if app_error is not None:
+                    error.args = (f"{error.args[0]}; sni_callback raised {app_error!r}",)
+                    raise error from app_error
+                raise error from exc
+            finally:
+                # The traceback keeps this frame (and, through f_back, the
+                # pair's): a local naming the error would make a cycle.
+                del error, app_error
         return True
 
     def read_into(self, view: memoryview) -> int:

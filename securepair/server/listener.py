@@ -35,7 +35,7 @@ import time
 from dataclasses import replace
 
 from .log import Log, format_peer
-from .relay import ConnectionContext, Prelude, serve_connection
+from .relay import SHUTDOWN_TIMEOUT, ConnectionContext, Prelude, serve_connection
 from .settings import ServeSettings
 
 __all__ = ["Listener", "run", "bind"]
@@ -44,8 +44,9 @@ __all__ = ["Listener", "run", "bind"]
 #: starve the connections already being served.
 ACCEPT_BATCH = 64
 
-#: Seconds after ending the last connections before the process exits anyway.
-FINAL_GRACE = 2.0
+#: Seconds after ending the last connections before the process exits
+#: anyway: long enough for their close_notify exchange (SHUTDOWN_TIMEOUT).
+FINAL_GRACE = SHUTDOWN_TIMEOUT + 1.0
 
 
 def _raise_fd_limit() -> None:
@@ -315,6 +316,7 @@ def _supervise(settings: ServeSettings, log: Log) -> int:
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(read_end)
+            holder.close()  # the supervisor's; a worker binds its own
             code = 1
             try:
                 for signum in (signal.SIGTERM, signal.SIGINT):

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,7 @@ from typing import Any
 from .. import records
 from ..asyncio import TLSTransport, start_tls
 from ..errors import RecordError, SecurePairError
+from .allowlist import Allowlist
 from .log import Log, format_peer
 from .proxy_protocol import ProxyProtocolError, looks_like_proxy_header, parse_proxy_header
 from .settings import ServeSettings
@@ -130,6 +132,16 @@ class ConnectionContext:
         self.log = log
         #: Relays in progress, so a stop can end them after the grace time.
         self.relays: set[Relay] = set()
+        # A loopback address in a PROXY header is this machine's only when
+        # the proxy runs here; from a remote balancer it means the
+        # balancer's own host, which --allow must name.
+        self._remote_allowlist = Allowlist(settings.allowlist.entries, always_localhost=False)
+
+    def allows_proxied(self, client: str, proxy: str) -> bool:
+        """The allowlist's verdict on ``client``, as reported by ``proxy``."""
+        if ipaddress.ip_address(proxy.partition("%")[0]).is_loopback:
+            return self.settings.allowlist.allows(client)
+        return self._remote_allowlist.allows(client)
 
 
 class Refused(Exception):
@@ -155,7 +167,9 @@ async def _read_proxy_header(prelude: Prelude) -> tuple[str, int] | None:
         if not await prelude.more():
             raise Refused("refused", "a trusted proxy closed before its PROXY header ended")
     del prelude.buffer[: header.length]
-    if header.command != "PROXY" or header.source is None:
+    if header.command != "PROXY" or header.family not in ("TCP4", "TCP6"):
+        # LOCAL (a health check), UNKNOWN, UNSPEC or a unix socket: the
+        # specification says to use the connection's own addresses.
         return None
     return header.source
 
@@ -364,8 +378,20 @@ class _Echo(Relay):
             self.client.write(data)
 
     def eof_received(self) -> bool:
-        self._end("client ended")
+        self.client_eof = True
+        if self.client is not None:  # else: ended once attached
+            self._end("client ended")
         return True
+
+    # Back-pressure: a client that sends without reading must not make the
+    # echoes pile up here; it stops being read until it catches up.
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client is not None and not self.client.is_closing():
+            self.client.resume_reading()
 
 
 def _tls_fields(client: TLSTransport) -> dict[str, Any]:
@@ -403,11 +429,18 @@ async def serve_connection(
         async with asyncio.timeout(settings.handshake_timeout):
             if proxied:
                 real = await _read_proxy_header(prelude)
-                if real is not None:
+                if real is None:
+                    allowed = settings.allowlist.allows(peer[0])
+                else:
                     shown = f"{format_peer(real)} via {format_peer(peer)}"
-                    if not settings.allowlist.allows(real[0]):
-                        raise Refused("refused", "not in --allow")
-            elif settings.trusted_proxies is not None:
+                    allowed = ctx.allows_proxied(real[0], peer[0])
+                if not allowed:
+                    raise Refused("refused", "not in --allow")
+            elif settings.trusted_proxies is not None and settings.starttls is None:
+                # (With STARTTLS the server speaks first: a direct client
+                # cannot be made to wait for its first byte.  A PROXY line
+                # it sends is then a command like any other, refused by the
+                # negotiator and never believed.)
                 while looks_like_proxy_header(prelude.buffer) is None:
                     if not await prelude.more():
                         break
@@ -452,16 +485,23 @@ async def serve_connection(
         log.event("closed", shown, reason=f"before the handshake: {exc}")
         transport.abort()
         return
+    except asyncio.CancelledError:
+        log.event("closed", shown, reason="cut before the handshake ended: the server stopped")
+        transport.abort()
+        raise
     if settings.starttls is not None:
         if after_tls is not None:
             await after_tls
         return
     relay.client = client
     if settings.echo:
-        # Bytes that came with the client's Finished were held until now.
+        # Bytes (and an end) that came with the client's Finished were held
+        # until now.
         for data in relay._early:
             client.write(data)
         relay._early.clear()
+        if relay.client_eof:
+            relay._end("client ended")
     ctx.relays.add(relay)
     try:
         details = _tls_fields(client)

@@ -171,7 +171,9 @@ OPTIONS: tuple[Option, ...] = (
         "address of a load balancer that sends PROXY headers (same forms as --allow; repeatable)",
         "ADDR",
     ),
-    Option("max-connections", int, 1000, "connections served at once; more wait", "N"),
+    Option(
+        "max-connections", int, 1000, "connections served at once by each worker; more wait", "N"
+    ),
     Option(
         "handshake-timeout",
         float,
