@@ -149,6 +149,10 @@ class PyOpenSSLConnection(TLSConnection):
         self._blocked: list[bytes] = []
         conn = SSL.Connection(context, None)
         self._conn = conn
+        # Application callbacks (verify, ALPN, OCSP) run inside a read only
+        # when a renegotiation can happen; only then must a successful read
+        # ask pyOpenSSL for what they left behind.
+        self._callbacks_in_reads = not _lib.SSL_get_options(conn._ssl) & SSL.OP_NO_RENEGOTIATION
         self._server_side = server_side
         self.is_server = server_side
         self._hostname = server_hostname
@@ -217,9 +221,10 @@ class PyOpenSSLConnection(TLSConnection):
         try:
             with _ffi.from_buffer(view, require_writable=True) as buf:
                 result: int = _lib.SSL_read(ssl, buf, len(view))
-            # Always, as recv_into does: it also raises what an application
-            # callback (verify, during a renegotiation) left behind.
-            conn._raise_ssl_error(ssl, result)
+            if result <= 0 or self._callbacks_in_reads:
+                # As recv_into does; after a successful read it matters only
+                # for what a callback left behind during a renegotiation.
+                conn._raise_ssl_error(ssl, result)
             return result
         except _WantRead:
             return WANT_READ
