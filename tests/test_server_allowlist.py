@@ -218,3 +218,14 @@ def test_any_wildcard_matches_octet_by_octet(pattern: list[int | None], address:
     # The address that certainly matches: the pattern with its holes filled.
     filled = ".".join(str(a if p is None else p) for p, a in zip(pattern, address, strict=True))
     assert Allowlist([entry]).allows(filled)
+
+
+def test_localhost_can_be_left_out_for_one_check() -> None:
+    allowlist = Allowlist(["10.0.0.0/8"])
+    assert allowlist.allows("127.0.0.1") and allowlist.allows("::1")
+    assert not allowlist.allows("127.0.0.1", localhost=False)
+    assert not allowlist.allows("::ffff:127.0.0.1", localhost=False)
+    assert not allowlist.allows("::1", localhost=False)
+    assert allowlist.allows("10.1.2.3", localhost=False)
+    # An entry that names loopback still counts.
+    assert Allowlist(["127.0.0.1"]).allows("127.0.0.1", localhost=False)

@@ -152,7 +152,8 @@ class PyOpenSSLConnection(TLSConnection):
         # Application callbacks (verify, ALPN, OCSP) run inside a read only
         # when a renegotiation can happen; only then must a successful read
         # ask pyOpenSSL for what they left behind.
-        self._callbacks_in_reads = not _lib.SSL_get_options(conn._ssl) & SSL.OP_NO_RENEGOTIATION
+        self._ssl = conn._ssl
+        self._callbacks_in_reads = not _lib.SSL_get_options(self._ssl) & SSL.OP_NO_RENEGOTIATION
         self._server_side = server_side
         self.is_server = server_side
         self._hostname = server_hostname
@@ -217,7 +218,7 @@ class PyOpenSSLConnection(TLSConnection):
         # from it: an allocation (an mmap/munmap pair when the room is
         # large) and a copy per record.
         conn = self._conn
-        ssl = conn._ssl
+        ssl = self._ssl
         try:
             with _ffi.from_buffer(view, require_writable=True) as buf:
                 result: int = _lib.SSL_read(ssl, buf, len(view))

@@ -204,12 +204,15 @@ class Allowlist:
         """True when ``*`` is one of the entries."""
         return self._everyone
 
-    def allows(self, address: str) -> bool:
+    def allows(self, address: str, *, localhost: bool = True) -> bool:
         """May a client at ``address`` connect?
 
         ``address`` is the host part of ``getpeername()``: IPv4, IPv6 with an
         optional scope (``fe80::1%eth0``, matched without it) or IPv4-mapped
         IPv6.  Anything that does not parse as an address is refused.
+        ``localhost=False`` judges this address without the implicit
+        127.0.0.1 and ::1 (an address reported by a remote load balancer,
+        whose loopback is not this machine's).
         """
         if self._everyone:
             return True
@@ -217,13 +220,14 @@ class Allowlist:
             ip = ipaddress.ip_address(address.partition("%")[0])
         except ValueError:
             return False
+        localhost = localhost and self._localhost
         if isinstance(ip, ipaddress.IPv6Address):
-            if (self._localhost and ip == _LOCALHOST[1]) or any(ip in net for net in self._v6):
+            if (localhost and ip == _LOCALHOST[1]) or any(ip in net for net in self._v6):
                 return True
             if ip.ipv4_mapped is None:
                 return False
             ip = ip.ipv4_mapped
-        if (self._localhost and ip == _LOCALHOST[0]) or any(ip in net for net in self._v4):
+        if (localhost and ip == _LOCALHOST[0]) or any(ip in net for net in self._v4):
             return True
         if self._patterns:
             packed = ip.packed

@@ -46,7 +46,6 @@ from typing import Any
 from .. import records
 from ..asyncio import TLSTransport, start_tls
 from ..errors import RecordError, SecurePairError
-from .allowlist import Allowlist
 from .log import Log, format_peer
 from .proxy_protocol import ProxyProtocolError, looks_like_proxy_header, parse_proxy_header
 from .settings import ServeSettings
@@ -132,16 +131,14 @@ class ConnectionContext:
         self.log = log
         #: Relays in progress, so a stop can end them after the grace time.
         self.relays: set[Relay] = set()
-        # A loopback address in a PROXY header is this machine's only when
-        # the proxy runs here; from a remote balancer it means the
-        # balancer's own host, which --allow must name.
-        self._remote_allowlist = Allowlist(settings.allowlist.entries, always_localhost=False)
 
     def allows_proxied(self, client: str, proxy: str) -> bool:
-        """The allowlist's verdict on ``client``, as reported by ``proxy``."""
-        if ipaddress.ip_address(proxy.partition("%")[0]).is_loopback:
-            return self.settings.allowlist.allows(client)
-        return self._remote_allowlist.allows(client)
+        """The allowlist's verdict on ``client``, as reported by ``proxy``.
+        A loopback address in a PROXY header is this machine's only when the
+        proxy runs here; from a remote balancer it means the balancer's own
+        host, which --allow must name."""
+        local_proxy = ipaddress.ip_address(proxy.partition("%")[0]).is_loopback
+        return self.settings.allowlist.allows(client, localhost=local_proxy)
 
 
 class Refused(Exception):
@@ -222,9 +219,6 @@ class Relay(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
 
     # -- the client's side (TLS) -------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover
-        self.client = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
@@ -471,7 +465,7 @@ async def serve_connection(
                 )
     except Refused as exc:
         log.event(exc.event, shown, reason=str(exc), **exc.fields)
-        _close(transport)
+        transport.close()  # after what is queued: an alert, an HTTP answer
         return
     except TimeoutError:
         log.event("timeout", shown, reason="no finished handshake within --handshake-timeout")
@@ -552,8 +546,3 @@ async def _dial(relay: Relay, target: tuple[str, int], loop: asyncio.AbstractEve
         service.close()
         return
     relay.attach_service(service)
-
-
-def _close(transport: asyncio.BaseTransport) -> None:
-    """Close after what is queued (an alert, an HTTP answer)."""
-    transport.close()
