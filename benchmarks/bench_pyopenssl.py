@@ -15,9 +15,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from OpenSSL import SSL
+from OpenSSL._util import lib as _lib
 
 from benchmarks._util import Result, alternate, plan, print_table
 from benchmarks.bench_pair import (
+    SCRATCH,
     Certs,
     MiB,
     pair_bulk,
@@ -49,8 +51,6 @@ class BarePy:
             self.c.set_session(session)
         self.s = SSL.Connection(certs.server_py, None)
         self.s.set_accept_state()
-        self.buf = bytearray(2 * MiB)
-        self.view = memoryview(self.buf)
 
     @staticmethod
     def move(src: SSL.Connection, dst: SSL.Connection) -> None:
@@ -78,7 +78,7 @@ class BarePy:
             self.c.recv(1)
 
     def deliver(self, conn: SSL.Connection) -> bytes:
-        view = self.view
+        view = SCRATCH
         end = 0
         while True:
             try:
@@ -122,16 +122,22 @@ def bare_pingpong(certs: PyCerts, count: int) -> Any:
 
 
 def bare_handshakes(certs: PyCerts, count: int, resume: bool) -> Any:
-    session = None
+    session = first = None
     if resume:
-        b = BarePy(certs)
-        b.handshake()
-        session = b.c.get_session()
+        first = BarePy(certs)
+        first.handshake()
+        session = first.c.get_session()
+        # Freed without a close_notify, the first connection would mark its
+        # session not resumable (OpenSSL's ssl_clear_bad_session), and every
+        # "resumed" handshake below would silently be a full one.
 
     def run() -> float:
+        keep = first  # noqa: F841 -- see above
         for _ in range(count):
             b = BarePy(certs, session)
             b.handshake()
+            if resume:
+                assert _lib.SSL_session_reused(b.c._ssl)
         return count
 
     return run

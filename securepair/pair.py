@@ -124,9 +124,11 @@ MAX_RECORD_PLAINTEXT = 2**14
 #: content type byte and a 16-byte tag (AES-GCM, ChaCha20-Poly1305, AES-CCM).
 TLS13_RECORD_OVERHEAD = 5 + 1 + 16
 
-#: First size of the cleartext buffer: four full records.  It grows (up to
-#: the configured limit) only for applications that let data pile up.
-INITIAL_BUFFER = 4 * MAX_RECORD_PLAINTEXT
+#: First size of the cleartext buffer: one full record.  It is made at the
+#: first read (a TLS 1.3 client's is the one that takes the session tickets),
+#: and grows (doubling, up to the configured limit) when records arrive in
+#: batches or the application lets data pile up.
+INITIAL_BUFFER = MAX_RECORD_PLAINTEXT
 
 
 class PairState(enum.Enum):
@@ -304,6 +306,61 @@ class SecurePair:
     session from an earlier :class:`~securepair.events.SessionTicket`.
     """
 
+    # Slots keep a pair small and its state in one place: a handshake makes
+    # two pairs, and their instance dictionaries were a good part of the
+    # memory a handshake touched.  __dict__ is there for attributes an
+    # application hangs on a pair; it is made only if one does.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_alerts",
+        "_allow_ragged_eof",
+        "_buf",
+        "_bytes_received",
+        "_can_feed",
+        "_can_write",
+        "_cleartext_ref",
+        "_cleartext_side",
+        "_close_after_handshake",
+        "_conn",
+        "_deferred_error",
+        "_encrypted_ref",
+        "_encrypted_side",
+        "_end",
+        "_eof",
+        "_error",
+        "_error_raised",
+        "_events",
+        "_fast_feed",
+        "_fast_write",
+        "_first_bytes",
+        "_handshake_done",
+        "_handshake_event",
+        "_in",
+        "_limit",
+        "_out",
+        "_queued",
+        "_queued_size",
+        "_raw_write",
+        "_raw_write_errors",
+        "_record_head",
+        "_record_left",
+        "_recv_close",
+        "_request_ocsp",
+        "_sent_close",
+        "_sides_released",
+        "_start",
+        "_throttled",
+        "_tls_seen",
+        "_trailing",
+        "_unwrapped",
+        "_unwrapping",
+        "_view",
+        "_watch_tickets",
+        "backend",
+        "server_side",
+    )
+
     def __init__(
         self,
         config: TLSConfig | ssl.SSLContext | Any,
@@ -359,6 +416,8 @@ class SecurePair:
                 ) from None
             raise
         self.backend: str = self._conn.name
+        self._raw_write = self._conn.raw_write
+        self._raw_write_errors = self._conn.raw_write_errors
         self._in = self._conn.incoming
         self._out = self._conn.outgoing
         self._alerts = self._conn.alerts
@@ -413,6 +472,8 @@ class SecurePair:
         # refreshed on every state change by _refresh().
         self._can_feed = True
         self._can_write = True
+        # Writes go straight to TLS: the handshake is done and writing allowed.
+        self._fast_write = False
         # True while fed bytes go straight to TLS record processing.
         self._fast_feed = False
         if not server_side:
@@ -495,6 +556,7 @@ class SecurePair:
         allowed = ALLOWED[state]
         self._can_feed = "feed" in allowed
         self._can_write = "write" in allowed
+        self._fast_write = self._can_write and self._handshake_done
         self._fast_feed = state in (_S.OPEN, _S.CLOSING) and self._tls_seen
         if state in _ENDED:
             self._release_sides()
@@ -593,11 +655,21 @@ class SecurePair:
             if incoming.pending + size <= self._limit:
                 incoming.write(data)
                 self._bytes_received += size
-                left = self._record_left
-                if left >= size:
-                    self._record_left = left - size
-                else:
+                pos = self._record_left
+                if pos >= size:
+                    self._record_left = pos - size
+                elif self._record_head:
                     self._track_records(data)
+                else:
+                    # _track_records for the usual case, inline: the
+                    # headers in data arrived whole.
+                    last = size - 5
+                    while pos <= last:
+                        pos += 5 + ((data[pos + 3] << 8) | data[pos + 4])
+                    if pos >= size:
+                        self._record_left = pos - size
+                    else:
+                        self._track_records(data)
                 self._pump_in()
                 if self._alerts:
                     self._drain_alerts()
@@ -622,8 +694,14 @@ class SecurePair:
         incoming = self._in
         limit = self._limit
         if not self._tls_seen:
-            self._check_first_bytes(data)
+            if size >= 2 and not self._first_bytes and 20 <= data[0] <= 24 and data[1] == 3:
+                self._tls_seen = True  # a TLS record header: the usual start
+            else:
+                self._check_first_bytes(data)
         taken = 0
+        if size > limit - incoming.pending and type(data) is bytes:
+            # It goes in slices: of bytes a slice is a copy, of a view not.
+            data = memoryview(data)
         # Feed in slices no larger than the input buffer's free room,
         # decrypting between them: the input buffer only fills up when the
         # cleartext buffer is full too.
@@ -740,16 +818,16 @@ class SecurePair:
         self._tls_seen = True
         self._refresh()
         conn = self._conn
-        authorized, authorization_error = conn.verification()
+        version, cipher, alpn, name, authorized, error, der, reused = conn.handshake_details()
         event = HandshakeComplete(
-            version=conn.version(),
-            cipher=conn.cipher()[0],
-            alpn_protocol=conn.alpn_protocol(),
-            server_name=conn.server_name(),
+            version=version,
+            cipher=cipher,
+            alpn_protocol=alpn,
+            server_name=name,
             authorized=authorized,
-            authorization_error=authorization_error,
-            peer_certificate_der=conn.peer_certificate_der(),
-            session_reused=conn.session_reused(),
+            authorization_error=error,
+            peer_certificate_der=der,
+            session_reused=reused,
         )
         self._handshake_event = event
         if self._alerts:
@@ -761,7 +839,7 @@ class SecurePair:
             # A TLS 1.2 session exists once the handshake is done.  TLS 1.3
             # tickets come after it, in the first records the server sends
             # once it has our Finished; _pump_in watches that batch.
-            if conn.version() == "TLSv1.3":
+            if version == "TLSv1.3":
                 self._watch_tickets = True
             else:
                 self._events.append(SessionTicket(loader=conn.session))
@@ -776,7 +854,7 @@ class SecurePair:
     def _pump_in(self) -> None:
         """Decrypt buffered records into the cleartext buffer, up to its limit."""
         incoming = self._in
-        if not self._eof and not incoming.pending and not self._throttled:
+        if not incoming.pending and not self._eof and not self._throttled:
             return
         # Throttled, the input may be empty and yet not all read: near the
         # limit a read takes less than a record, and OpenSSL keeps the rest
@@ -789,24 +867,32 @@ class SecurePair:
         watch = self._watch_tickets
         before = incoming.pending
         self._throttled = False
+        size = len(self._buf)
+        end = self._end
         while True:
-            end = self._end
-            free = limit - (end - self._start)
+            free = limit - end + self._start
             if free <= 0:
                 # Backpressure: the rest waits in the backend until the
                 # application reads.
                 self._throttled = True
                 break
-            room = len(self._buf) - end
+            room = size - end
             if room < MAX_RECORD_PLAINTEXT and room < free:
                 self._make_room(free if free < MAX_RECORD_PLAINTEXT else MAX_RECORD_PLAINTEXT)
                 end = self._end
-                room = len(self._buf) - end
-            room = min(room, free)
+                size = len(self._buf)
+                room = size - end
+            if free < room:  # noqa: PLR1730 -- min() is a call, this loop is hot
+                room = free
             try:
-                count = read_into(self._view[end : end + room])
+                count = read_into(room, self._view[end : end + room])
             except TLSError as exc:
                 raise self._fail(exc) from None
+            except conn.raw_read_errors as exc:
+                try:
+                    count = conn.read_error(exc)
+                except TLSError as error:
+                    raise self._fail(error) from None
             if count > 0:
                 if not got:
                     # Announce the data before anything that follows it
@@ -814,7 +900,8 @@ class SecurePair:
                     events = self._events
                     if not events or events[-1] is not _DATA:
                         events.append(_DATA)
-                self._end = end + count
+                end += count
+                self._end = end
                 got += count
                 records += 1
                 # A short read took a whole record; with nothing left in the
@@ -902,7 +989,17 @@ class SecurePair:
     # The cleartext side, outbound
 
     def _write_cleartext(self, data: Buffer) -> int:
-        if not self._can_write:
+        if self._fast_write:
+            size = len(data) if type(data) is bytes else memoryview(data).nbytes
+            if size and self._out.pending + size <= self._limit:
+                try:
+                    self._raw_write(data)
+                except TLSError as exc:
+                    raise self._fail(exc) from None
+                except self._raw_write_errors as exc:
+                    raise self._fail(self._conn.write_error(exc)) from None
+                return size
+        elif not self._can_write:
             self._check("write")
         size = len(data) if type(data) is bytes else memoryview(data).nbytes
         if not size:
@@ -952,17 +1049,16 @@ class SecurePair:
 
     def _read_cleartext(self, n: int = -1) -> bytes:
         start = self._start
-        buffered = self._end - start
-        if not buffered:
+        end = self._end
+        if start == end:
             if self._deferred_error is not None:
                 self._raise_deferred()
             return b""
-        if 0 <= n < buffered:
+        if n < 0 or n >= end - start:
+            self._start = self._end = 0
+        else:
             end = start + n
             self._start = end
-        else:
-            end = self._end
-            self._start = self._end = 0
         data = bytes(self._view[start:end])
         if self._throttled and self._error is None:
             self._pump_after_read()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from typing import Any, Protocol
 
-from ..errors import UnsupportedFeatureError
+from ..errors import TLSError, UnsupportedFeatureError
 
 
 class ByteQueue(Protocol):
@@ -35,9 +35,10 @@ class ByteQueue(Protocol):
 
 
 #: :meth:`TLSConnection.read_into` result: the peer's close_notify arrived.
-CLOSED = -1
+#: Zero, as the stdlib's read returns then.
+CLOSED = 0
 #: :meth:`TLSConnection.read_into` result: a complete record is not there yet.
-WANT_READ = 0
+WANT_READ = -1
 #: :meth:`TLSConnection.read_into` result: the network side ended (after
 #: :meth:`TLSConnection.feed_eof`) without a close_notify.
 EOF = -2
@@ -68,9 +69,22 @@ class TLSConnection(abc.ABC):
         """Advance the handshake: True once complete, False if it needs input."""
 
     @abc.abstractmethod
-    def read_into(self, view: memoryview) -> int:
-        """Decrypt into ``view``: the byte count, :data:`WANT_READ`,
-        :data:`CLOSED` or :data:`EOF`."""
+    def read_into(self, size: int, view: memoryview) -> int:
+        """Decrypt at most ``size`` bytes into ``view`` (``size`` is
+        ``len(view)``, the order of the stdlib's ``read(len, buffer)``): the
+        byte count, :data:`WANT_READ`, :data:`CLOSED` or :data:`EOF`.
+
+        It may be the TLS library's own call and raise the library's errors
+        (:attr:`raw_read_errors`); :meth:`read_error` turns one into a
+        result or our typed error."""
+
+    #: What :meth:`read_into` may raise besides our errors.
+    raw_read_errors: tuple[type[BaseException], ...] = ()
+
+    def read_error(self, exc: BaseException) -> int:
+        """The :meth:`read_into` result for one of :attr:`raw_read_errors`,
+        or raises our typed error for it."""
+        raise NotImplementedError  # pragma: no cover -- raw_read_errors is empty
 
     @abc.abstractmethod
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -110,6 +124,26 @@ class TLSConnection(abc.ABC):
     @abc.abstractmethod
     def verification(self) -> tuple[bool, str | None]:
         """(authorized, Node error code) for the peer's certificate."""
+
+    def handshake_details(
+        self,
+    ) -> tuple[str, str, str | None, str | None, bool, str | None, bytes | None, bool]:
+        """All a :class:`~securepair.events.HandshakeComplete` reports, in its
+        field order: version, cipher name, ALPN protocol, server name,
+        authorized, authorization error, peer certificate DER, session
+        reused.  One call per handshake; a backend may answer it more
+        cheaply than the eight questions one by one."""
+        authorized, error = self.verification()
+        return (
+            self.version(),
+            self.cipher()[0],
+            self.alpn_protocol(),
+            self.server_name(),
+            authorized,
+            error,
+            self.peer_certificate_der(),
+            self.session_reused(),
+        )
 
     @abc.abstractmethod
     def session(self) -> Any:
@@ -160,6 +194,20 @@ class TLSConnection(abc.ABC):
 
     #: True for the server side of a connection.
     is_server: bool = False
+
+    #: The engine's hot write: encrypts ``data`` like :meth:`write`, but may
+    #: be the TLS library's own call, raising its own errors.  Those are
+    #: :attr:`raw_write_errors`, and :meth:`write_error` turns one into ours.
+    #: By default it is :meth:`write` itself.
+    raw_write_errors: tuple[type[BaseException], ...] = ()
+
+    def raw_write(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt all of ``data`` (see :attr:`raw_write_errors`)."""
+        self.write(data)
+
+    def write_error(self, exc: BaseException) -> TLSError:
+        """Our typed error for an exception from :meth:`raw_write`."""
+        raise NotImplementedError  # pragma: no cover -- raw_write_errors is empty
 
     #: True while cleartext writes are held back (a renegotiation needs the
     #: peer's bytes first); :meth:`retry_blocked` sends them.

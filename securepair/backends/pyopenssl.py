@@ -24,6 +24,7 @@ reading back the unconsumed bytes of the incoming BIO (``BIO_read``), which
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import weakref
 from typing import Any
@@ -61,6 +62,10 @@ def is_context(obj: object) -> bool:
     return isinstance(obj, SSL.Context)
 
 
+#: cffi buffers for bytes about to be overwritten: no need to zero them.
+_uncleared = _ffi.new_allocator(should_clear_after_alloc=False)
+
+
 class _BioQueue:
     """One of a pyOpenSSL connection's memory BIOs, as a ``MemoryBIO``."""
 
@@ -76,21 +81,24 @@ class _BioQueue:
         return int(_lib.BIO_get_mem_data(self._bio, _ffi.NULL))
 
     def write(self, data: bytes | bytearray | memoryview, /) -> int:
-        if type(data) is not bytes:
-            data = bytes(data)
-        return self._conn.bio_write(data)
+        # BIO_write itself: pyOpenSSL's bio_write adds type checks, and a
+        # memory BIO takes everything or fails only when out of memory.
+        with _ffi.from_buffer(data) as buffer:
+            count: int = _lib.BIO_write(self._bio, buffer, len(buffer))
+        if count < 0 or count != len(buffer):
+            raise MemoryError("BIO_write failed")
+        return count
 
     def read(self, size: int = -1, /) -> bytes:
-        available = self.pending
+        available: int = _lib.BIO_get_mem_data(self._bio, _ffi.NULL)
         if size < 0 or size > available:
             size = available
         if not size:
             return b""
-        if not self._incoming:
-            return self._conn.bio_read(size)
-        buffer = _ffi.new("char[]", size)
+        buffer = _uncleared("char[]", size)
         count = _lib.BIO_read(self._bio, buffer, size)
-        return bytes(_ffi.buffer(buffer, max(count, 0)))
+        data: bytes = _ffi.buffer(buffer, max(count, 0))[:]
+        return data
 
     def write_eof(self) -> None:
         self._conn.bio_shutdown()
@@ -180,12 +188,9 @@ class PyOpenSSLConnection(TLSConnection):
         else:
             conn.set_connect_state()
             if server_hostname:
-                try:
-                    ipaddress.ip_address(server_hostname)
-                    self._hostname_is_ip = True
-                except ValueError:
-                    self._hostname_is_ip = False
-                    encoded = _encode_host(server_hostname)
+                encoded = _host_name_bytes(server_hostname)
+                self._hostname_is_ip = encoded is None
+                if encoded is not None:
                     conn.set_tlsext_host_name(encoded)
                     if verify_hostname:
                         param = _lib.SSL_get0_param(conn._ssl)
@@ -212,7 +217,7 @@ class PyOpenSSLConnection(TLSConnection):
             raise self._translate(exc) from exc
         return True
 
-    def read_into(self, view: memoryview) -> int:
+    def read_into(self, size: int, view: memoryview) -> int:
         # SSL_read straight into the caller's buffer.  pyOpenSSL's recv_into
         # reads into a new temporary buffer of len(view) bytes and copies
         # from it: an allocation (an mmap/munmap pair when the room is
@@ -221,12 +226,12 @@ class PyOpenSSLConnection(TLSConnection):
         ssl = self._ssl
         try:
             with _ffi.from_buffer(view, require_writable=True) as buf:
-                result: int = _lib.SSL_read(ssl, buf, len(view))
+                result: int = _lib.SSL_read(ssl, buf, size)
             if result <= 0 or self._callbacks_in_reads:
                 # As recv_into does; after a successful read it matters only
                 # for what a callback left behind during a renegotiation.
                 conn._raise_ssl_error(ssl, result)
-            return result
+            return result if result > 0 else WANT_READ
         except _WantRead:
             return WANT_READ
         except _ZeroReturn:
@@ -254,6 +259,8 @@ class PyOpenSSLConnection(TLSConnection):
             self.blocked = True
         except _Error as exc:
             raise self._translate(exc) from exc
+
+    raw_write = write  # raises only our errors
 
     def retry_blocked(self) -> None:
         """Send what a renegotiation held back, if it can go now."""
@@ -439,18 +446,38 @@ class PyOpenSSLConnection(TLSConnection):
             ders.insert(0, leaf)
         return ders
 
-    def verification(self) -> tuple[bool, str | None]:
+    def verification(self, has_certificate: bool | None = None) -> tuple[bool, str | None]:
         mode = self._conn.get_context().get_verify_mode()
         if not mode & SSL.VERIFY_PEER:
             return False, None if self._server_side else VERIFICATION_DISABLED
         if self.verify_error is not None:
             return False, node_code(self.verify_error[0])
-        if self._conn.get_peer_certificate() is None:
+        if has_certificate is None:
+            has_certificate = self._conn.get_peer_certificate() is not None
+        if not has_certificate:
             return False, "NO_PEER_CERTIFICATE"
         result = int(_lib.SSL_get_verify_result(self._conn._ssl))
         if result != 0:
             return False, node_code(result)
         return True, None
+
+    def handshake_details(
+        self,
+    ) -> tuple[str, str, str | None, str | None, bool, str | None, bytes | None, bool]:
+        conn = self._conn
+        # One certificate object for both the verdict and the DER.
+        cert = conn.get_peer_certificate()
+        authorized, error = self.verification(cert is not None)
+        return (
+            conn.get_protocol_version_name(),
+            conn.get_cipher_name() or "",
+            self.alpn_protocol(),
+            self.server_name(),
+            authorized,
+            error,
+            None if cert is None else crypto.dump_certificate(crypto.FILETYPE_ASN1, cert),
+            bool(_lib.SSL_session_reused(self._ssl)),
+        )
 
     def session(self) -> Any:
         return self._conn.get_session()
@@ -467,6 +494,18 @@ class PyOpenSSLConnection(TLSConnection):
     def finished(self) -> tuple[bytes | None, bytes | None]:
         """(our Finished, the peer's Finished) verify_data."""
         return self._conn.get_finished(), self._conn.get_peer_finished()
+
+
+@functools.lru_cache(maxsize=1024)
+def _host_name_bytes(name: str) -> bytes | None:
+    """The SNI bytes for a server name, or None for an IP address (which
+    is not sent as SNI).  Cached: a client connects to the same few names
+    again and again."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return _encode_host(name)
+    return None
 
 
 def _encode_host(name: str) -> bytes:
