@@ -56,6 +56,14 @@ class Certs:
         self.server_ctx = self.server_config.stdlib_context(server_side=True)
         self.client_ctx = self.client_config.stdlib_context(server_side=False)
 
+    def use_group(self, group: str) -> None:
+        """New configs (same certificates) that offer only ``group``."""
+        backend = self.client_config.backend
+        self.server_config = TLSConfig(
+            cert=self.cert, key=self.key, backend=backend, ecdh_curve=group
+        )
+        self.client_config = TLSConfig(ca=self.ca_pem, backend=backend, ecdh_curve=group)
+
 
 # ----------------------------------------------------------------------
 # The bare loop

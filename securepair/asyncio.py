@@ -302,7 +302,6 @@ class TLSProtocol(asyncio.BufferedProtocol):
         if isinstance(self._error, SecurePairError):
             # Its traceback holds frames that hold this protocol.
             self._error = _detached_copy(self._error)
-        self.pair._release_sides()
         if self._app_transport is not None:
             self._app_transport_ref = weakref.ref(self._app_transport)
             self._app_transport = None

@@ -66,13 +66,38 @@ def test_a_failed_pair_dies_with_its_last_reference(backend: str, no_collector: 
     assert [r() for r in refs] == [None] * 3
 
 
-def test_sides_are_the_same_objects_while_the_connection_lives(backend: str) -> None:
+def test_sides_keep_what_the_application_set_on_them(backend: str) -> None:
     client = SecurePair(
         TLSConfig(ca=CA.cert_pem, backend=backend), server_side=False, server_hostname="localhost"
     )
     client.cleartext.note = "kept"  # type: ignore[attr-defined]
     assert client.cleartext.note == "kept"  # type: ignore[attr-defined]
+    assert not hasattr(client.encrypted, "note")
+    del client.cleartext.note  # type: ignore[attr-defined]
+    assert not hasattr(client.cleartext, "note")
     assert client.encrypted is client.encrypted
+
+
+def test_a_live_pair_dropped_by_its_application_dies_with_its_last_reference(
+    backend: str, no_collector: None
+) -> None:
+    # No close, no EOF: a server that forgets a connection mid-stream.
+    server = SecurePair(
+        TLSConfig(cert=LEAF.cert_pem, key=LEAF.key_pem, backend=backend), server_side=True
+    )
+    client = SecurePair(
+        TLSConfig(ca=CA.cert_pem, backend=backend), server_side=False, server_hostname="localhost"
+    )
+    link = Link(client, server)
+    link.handshake()
+    client.cleartext.write(b"hello")
+    client.cleartext.note = "a side attribute"  # type: ignore[attr-defined]
+    link.pump()
+    assert client.state.value == server.state.value == "open"
+    refs = [weakref.ref(o) for o in (client, server, client._conn, server._conn)]
+    sides = [weakref.ref(client.encrypted), weakref.ref(server.cleartext)]
+    del client, server, link
+    assert [r() for r in refs + sides] == [None] * 6
 
 
 def test_a_side_keeps_its_pair(backend: str) -> None:
