@@ -153,6 +153,9 @@ class PairState(enum.Enum):
 _S = PairState
 
 
+_weakref = weakref.ref
+
+
 def _no_error() -> None:
     """Stands in for a dead weak reference to the raised error."""
 
@@ -486,20 +489,24 @@ class SecurePair:
     def encrypted(self) -> EncryptedSide:
         """The network side: :class:`EncryptedSide`."""
         ref = self._encrypted_ref
-        side = ref() if ref is not None else None
-        if side is None:
-            side = EncryptedSide(self)
-            self._encrypted_ref = weakref.ref(side)
+        if ref is not None:
+            side = ref()
+            if side is not None:
+                return side
+        side = EncryptedSide(self)
+        self._encrypted_ref = _weakref(side)
         return side
 
     @property
     def cleartext(self) -> CleartextSide:
         """The application side: :class:`CleartextSide`."""
         ref = self._cleartext_ref
-        side = ref() if ref is not None else None
-        if side is None:
-            side = CleartextSide(self)
-            self._cleartext_ref = weakref.ref(side)
+        if ref is not None:
+            side = ref()
+            if side is not None:
+                return side
+        side = CleartextSide(self)
+        self._cleartext_ref = _weakref(side)
         return side
 
     # ------------------------------------------------------------------
@@ -1308,19 +1315,16 @@ class _Side:
     _name = ""
     _pair: SecurePair
 
-    def __init__(self, pair: SecurePair) -> None:
-        fields = self.__dict__
-        fields["_pair"] = pair
-        # The hot calls go straight to the code that does the work: no
-        # extra Python frame per call (the methods of the subclasses
-        # document them).
-        self._bind(fields, pair)
-        kept = pair._side_attributes
-        if kept is not None and self._name in kept:
-            fields.update(kept[self._name])
+    # Each subclass's __init__ binds its hot calls straight to the code
+    # that does the work (no extra Python frame per call; the methods of
+    # the subclasses document them), then calls _restore if the pair kept
+    # attributes.  __dict__ is filled directly: __setattr__ is the
+    # application's.
 
-    def _bind(self, fields: dict[str, Any], pair: SecurePair) -> None:
-        raise NotImplementedError  # pragma: no cover
+    def _restore(self) -> None:
+        kept = self._pair._side_attributes
+        if kept is not None and self._name in kept:
+            self.__dict__.update(kept[self._name])
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -1341,9 +1345,13 @@ class EncryptedSide(_Side):
 
     _name = "encrypted"
 
-    def _bind(self, fields: dict[str, Any], pair: SecurePair) -> None:
+    def __init__(self, pair: SecurePair) -> None:
+        fields = self.__dict__
+        fields["_pair"] = pair
         fields["write"] = pair._feed
         fields["read"] = pair._out.read
+        if pair._side_attributes is not None:
+            self._restore()
 
     def write(self, data: Buffer) -> int:
         """Feed bytes received from the network; returns how many were taken.
@@ -1376,9 +1384,13 @@ class CleartextSide(_Side):
 
     _name = "cleartext"
 
-    def _bind(self, fields: dict[str, Any], pair: SecurePair) -> None:
+    def __init__(self, pair: SecurePair) -> None:
+        fields = self.__dict__
+        fields["_pair"] = pair
         fields["write"] = pair._write_cleartext
         fields["read"] = pair._read_cleartext
+        if pair._side_attributes is not None:
+            self._restore()
 
     def write(self, data: Buffer) -> int:
         """Encrypt ``data`` for the peer; returns how many bytes were taken.
