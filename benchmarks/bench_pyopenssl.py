@@ -46,8 +46,15 @@ class PyCerts(Certs):
         super().__init__()
         self.server_config = TLSConfig(cert=self.cert, key=self.key, backend="pyopenssl")
         self.client_config = TLSConfig(ca=self.ca_pem, backend="pyopenssl")
-        self.server_py = self.server_config.pyopenssl_context(server_side=True)
-        self.client_py = self.client_config.pyopenssl_context(server_side=False)
+        # As for the stdlib: the bare loop has plain contexts, with the same
+        # certificate, trust and versions, and without our callbacks.
+        self.server_py = SSL.Context(SSL.TLS_SERVER_METHOD)
+        self.server_py.set_min_proto_version(SSL.TLS1_2_VERSION)
+        self.leaf.configure_cert(self.server_py)
+        self.client_py = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        self.client_py.set_min_proto_version(SSL.TLS1_2_VERSION)
+        self.ca.configure_trust(self.client_py)
+        self.client_py.set_verify(SSL.VERIFY_PEER)
 
 
 #: The first group of OpenSSL's built-in default list, which two peers of
@@ -72,6 +79,8 @@ class BarePy:
         self.c = SSL.Connection(certs.client_py, None)
         self.c.set_connect_state()
         self.c.set_tlsext_host_name(b"localhost")
+        # The host name checked, as the pair (and the stdlib's bare loop) do.
+        _lib.X509_VERIFY_PARAM_set1_host(_lib.SSL_get0_param(self.c._ssl), b"localhost", 0)
         if session is not None:
             self.c.set_session(session)
         self.s = SSL.Connection(certs.server_py, None)

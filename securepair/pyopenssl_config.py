@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 
 from .backends.pyopenssl import PyOpenSSLConnection, is_context
 from .errors import ConfigError
@@ -59,13 +61,20 @@ def _on_verify(conn: SSL.Connection, cert: Any, errnum: int, depth: int, ok: int
 _CB_ALERT = 0x4000
 
 
-def _on_info(conn: SSL.Connection, where: int, ret: int) -> None:
-    # Called at every handshake state change (about twenty a side); most
-    # are not alerts and need no owner.
+def _on_info(ssl: Any, where: int, ret: int) -> None:
+    # Called at every handshake state change (about fifteen a side), and
+    # only alerts matter.  It is installed as a bare cffi callback, not
+    # through Context.set_info_callback, whose wrapper looks the connection
+    # up on every call: a twentieth of a pyOpenSSL handshake went there.
     if where & _CB_ALERT:
-        owner = _app(conn)
+        conn = SSL.Connection._reverse_mapping.get(ssl)
+        owner = _app(conn) if conn is not None else None
         if owner is not None:
             owner.on_info(where, ret)
+
+
+# Module-level, so that it lives as long as any context that calls it.
+_INFO_CALLBACK = _ffi.callback("void (*)(const SSL *, int, int)", _on_info)
 
 
 def build_context(config: TLSConfig, server_side: bool) -> SSL.Context:
@@ -133,8 +142,14 @@ def build_context(config: TLSConfig, server_side: bool) -> SSL.Context:
             mode = SSL.VERIFY_NONE
     else:
         mode = SSL.VERIFY_NONE if config.insecure_no_verify else SSL.VERIFY_PEER
-    ctx.set_verify(mode, _on_verify)
-    ctx.set_info_callback(_on_info)
+    if mode & SSL.VERIFY_PEER and not config.reject_unauthorized:
+        # Verify but don't reject: the callback records the first failure
+        # and lets the handshake go on.  Rejecting needs no Python callback:
+        # OpenSSL stops at the first failure and keeps its code.
+        ctx.set_verify(mode, _on_verify)
+    else:
+        ctx.set_verify(mode)
+    _lib.SSL_CTX_set_info_callback(ctx._context, _INFO_CALLBACK)
     if config.alpn_protocols:
         protocols = [p.encode() for p in config.alpn_protocols]
         if server_side:
@@ -157,9 +172,7 @@ def build_context(config: TLSConfig, server_side: bool) -> SSL.Context:
 
 
 def _lib_set_curves(ctx: SSL.Context, curve: str) -> bool:
-    from OpenSSL._util import lib
-
-    return bool(lib.SSL_CTX_set1_curves_list(ctx._context, curve.encode("ascii")))
+    return bool(_lib.SSL_CTX_set1_curves_list(ctx._context, curve.encode("ascii")))
 
 
 def _alpn_selector(ours: list[bytes]) -> Callable[[SSL.Connection, list[bytes]], bytes]:
@@ -176,13 +189,16 @@ def _alpn_selector(ours: list[bytes]) -> Callable[[SSL.Connection, list[bytes]],
 
 def _servername_callback(config: TLSConfig) -> Callable[[SSL.Connection], None]:
     def on_servername(conn: SSL.Connection) -> None:
-        owner = _app(conn)
-        raw = conn.get_servername()
-        name = raw.decode("ascii", "replace") if raw else None
-        if owner is not None:
-            owner.requested_server_name = name
-        if name is None or (config.sni_callback is None and not config._sni_contexts):
+        # Installed always, as add_context may come after the context was
+        # built; without routes it has nothing to do.  (The name itself is
+        # read after the handshake, from OpenSSL.)
+        if config.sni_callback is None and not config._sni_contexts:
             return
+        raw = conn.get_servername()
+        if not raw:
+            return
+        name = raw.decode("ascii", "replace")
+        owner = _app(conn)
         try:
             chosen = config.config_for_server_name(name)
             if chosen is None:

@@ -155,6 +155,19 @@ def test_ip_address_is_checked_against_ip_sans() -> None:
     )
     link.handshake()
     assert bad.authorization_error == "ERR_TLS_CERT_ALTNAME_INVALID"
+    # Rejecting (the default), the handshake fails on the address.
+    _, _, link = _pair({"ca": ca.cert_pem, "backend": "pyopenssl"}, server, hostname="127.0.0.2")
+    with pytest.raises(CertificateVerificationError) as caught:
+        link.handshake()
+    assert caught.value.code == "ERR_TLS_CERT_ALTNAME_INVALID"
+    # Without the host check, an address is not checked either.
+    unchecked, _, link = _pair(
+        {"ca": ca.cert_pem, "backend": "pyopenssl", "check_hostname": False},
+        server,
+        hostname="127.0.0.2",
+    )
+    link.handshake()
+    assert unchecked.authorized
 
 
 def test_self_signed_in_chain() -> None:

@@ -52,11 +52,6 @@ _SSL_CB_ALERT = _lib.SSL_CB_ALERT
 _SSL_CB_READ = _lib.SSL_CB_READ
 _SSL_CB_WRITE = _lib.SSL_CB_WRITE
 
-#: X509_V_ERR_HOSTNAME_MISMATCH / X509_V_ERR_IP_ADDRESS_MISMATCH.
-HOSTNAME_MISMATCH = 62
-IP_ADDRESS_MISMATCH = 64
-
-
 def is_context(obj: object) -> bool:
     """True if ``obj`` is an ``OpenSSL.SSL.Context``."""
     return isinstance(obj, SSL.Context)
@@ -173,9 +168,6 @@ class PyOpenSSLConnection(TLSConnection):
         #: True if the context reports alerts through our info callback.
         self.reports_alerts = watch_alerts
         self.ocsp_response = None
-        #: The SNI name the client asked for (server side, set by the
-        #: context's servername callback).
-        self.requested_server_name: str | None = None
         #: An exception raised by an application callback during the
         #: handshake, re-raised as the cause of the failure.
         self.callback_error: BaseException | None = None
@@ -189,18 +181,25 @@ class PyOpenSSLConnection(TLSConnection):
             conn.set_connect_state()
             if server_hostname:
                 encoded = _host_name_bytes(server_hostname)
-                self._hostname_is_ip = encoded is None
                 if encoded is not None:
                     conn.set_tlsext_host_name(encoded)
-                    if verify_hostname:
-                        param = _lib.SSL_get0_param(conn._ssl)
-                        # OpenSSL refuses a name it cannot match by setting
-                        # no check at all: that must never pass silently.
-                        if not _lib.X509_VERIFY_PARAM_set1_host(param, encoded, 0):
-                            raise ConfigError(
-                                "server_hostname",
-                                f"{server_hostname!r} is not a host name OpenSSL can verify",
-                            ) from None
+                if verify_hostname:
+                    # OpenSSL checks the name (or the address) in the chain
+                    # verification itself, so that a failure has its own
+                    # X509_V_ERR code and needs no Python verify callback.
+                    # It refuses a name it cannot match by setting no check
+                    # at all: that must never pass silently.
+                    param = _lib.SSL_get0_param(conn._ssl)
+                    if encoded is not None:
+                        checked = _lib.X509_VERIFY_PARAM_set1_host(param, encoded, 0)
+                    else:
+                        packed = ipaddress.ip_address(server_hostname).packed
+                        checked = _lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
+                    if not checked:
+                        raise ConfigError(
+                            "server_hostname",
+                            f"{server_hostname!r} is not a host name OpenSSL can verify",
+                        ) from None
             if session is not None:
                 conn.set_session(session)
         self.incoming = _BioQueue(conn, True)
@@ -374,14 +373,6 @@ class PyOpenSSLConnection(TLSConnection):
     def on_verify(self, ok: int, errnum: int, depth: int, cert: Any) -> bool:
         """OpenSSL verify callback: record the first failure; reject it only
         when configured to."""
-        # OpenSSL's IP check is not reachable through pyOpenSSL; do it here.
-        if (
-            ok
-            and depth == 0
-            and getattr(self, "_hostname_is_ip", False)
-            and not _cert_has_ip(cert, self._hostname or "")
-        ):
-            ok, errnum = 0, IP_ADDRESS_MISMATCH
         if not ok and self.verify_error is None:
             self.verify_error = (errnum, depth)
         return bool(ok) or not self._reject
@@ -514,14 +505,3 @@ def _encode_host(name: str) -> bytes:
         return name.encode("ascii")
     except UnicodeEncodeError:
         return name.encode("idna")
-
-
-def _cert_has_ip(cert: Any, address: str) -> bool:
-    from cryptography import x509
-
-    try:
-        wanted = ipaddress.ip_address(address)
-        san = cert.to_cryptography().extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except (ValueError, x509.ExtensionNotFound):
-        return False
-    return wanted in san.value.get_values_for_type(x509.IPAddress)
