@@ -417,12 +417,6 @@ class TLSConfig:
         if config.cert is None:
             raise ConfigError("add_context", f"the config for {hostname!r} has no cert")
         self._sni_contexts.append((hostname, config))
-        # A pyOpenSSL server context built before there was anything to
-        # route has no servername callback (see pyopenssl_config), and
-        # pyOpenSSL refuses to change a context in use: the next connection
-        # gets a new one.  (Tickets the old one issued then make full
-        # handshakes: the ticket keys are the context's.)
-        self._cache.pop(("pyopenssl", True), None)
 
     def config_for_server_name(self, server_name: str) -> TLSConfig | ssl.SSLContext | None:
         """The config to serve for an SNI name: ``sni_callback`` first, then

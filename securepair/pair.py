@@ -160,6 +160,9 @@ def _no_error() -> None:
     """Stands in for a dead weak reference to the raised error."""
 
 
+#: States after which the connection carries nothing more.
+_ENDED = frozenset({_S.CLOSED, _S.ERROR, _S.UNWRAPPED})
+
 #: The calls each state allows.  Reading pending bytes from either side is
 #: always allowed and not listed.
 ALLOWED: dict[PairState, frozenset[str]] = {
@@ -537,6 +540,11 @@ class SecurePair:
         self._can_write = "write" in allowed
         self._fast_write = self._can_write and self._handshake_done
         self._fast_feed = state in (_S.OPEN, _S.CLOSING) and self._tls_seen
+        if state in _ENDED and self._side_attributes is not None:
+            # Once the connection has ended the pair forgets what was set on
+            # its sides (a side still held keeps its own): an attribute that
+            # refers back to the pair, a handler say, makes no cycle then.
+            self._side_attributes = None
 
     def _check(self, operation: str) -> None:
         state = self.state

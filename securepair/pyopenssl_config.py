@@ -160,12 +160,15 @@ def build_context(config: TLSConfig, server_side: bool) -> SSL.Context:
         raise ConfigError("ecdh_curve", f"unknown curve {config.ecdh_curve!r}")
     if server_side:
         ctx.set_session_id(config.session_id_context or b"securepair")
-        if config.sni_callback is not None or config._sni_contexts:
-            # Only a config that routes names gets the callback: on every
-            # handshake it cost about 1% of a pyOpenSSL handshake, and the
-            # name itself is read from OpenSSL afterwards, callback or not.
-            # (TLSConfig.add_context drops a context built without it.)
-            ctx.set_tlsext_servername_callback(_servername_callback(config))
+        # Every server needs one: without a callback that accepts the name,
+        # OpenSSL does not acknowledge SNI or keep the name in the session,
+        # and a resumed TLS 1.2 connection would have none.  A bare cffi
+        # callback, as for the info callback: pyOpenSSL's wrapper looks the
+        # connection up first, about 1% of a handshake, where only a config
+        # that routes names needs the connection at all.
+        callback = _ffi.callback("int (*)(SSL *, int *, void *)", _servername_callback(config))
+        ctx._securepair_servername = callback  # type: ignore[attr-defined]  # kept alive
+        _lib.SSL_CTX_set_tlsext_servername_callback(ctx._context, callback)
         if config.ocsp_staple is not None:
             ctx.set_ocsp_server_callback(_ocsp_server_callback(config.ocsp_staple))
     elif config.request_ocsp:
@@ -192,17 +195,28 @@ def _alpn_selector(ours: list[bytes]) -> Callable[[SSL.Connection, list[bytes]],
     return select
 
 
-def _servername_callback(config: TLSConfig) -> Callable[[SSL.Connection], None]:
-    def on_servername(conn: SSL.Connection) -> None:
+#: SSL_TLSEXT_ERR_OK and SSL_TLSEXT_ERR_ALERT_FATAL.
+_SNI_OK = 0
+_SNI_FATAL = 2
+#: The alert a failed sni_callback sends: internal_error, as on the stdlib.
+_INTERNAL_ERROR = 80
+
+
+def _servername_callback(config: TLSConfig) -> Callable[[Any, Any, Any], int]:
+    def on_servername(ssl: Any, alert: Any, _arg: Any) -> int:
+        # Routes are read at each handshake: add_context may come later.
+        if config.sni_callback is None and not config._sni_contexts:
+            return _SNI_OK
+        conn = SSL.Connection._reverse_mapping.get(ssl)
+        if conn is None:
+            return _SNI_OK
         raw = conn.get_servername()
         if not raw:
-            return
-        name = raw.decode("ascii", "replace")
-        owner = _app(conn)
+            return _SNI_OK
         try:
-            chosen = config.config_for_server_name(name)
+            chosen = config.config_for_server_name(raw.decode("ascii", "replace"))
             if chosen is None:
-                return
+                return _SNI_OK
             if isinstance(chosen, SSL.Context):
                 conn.set_context(chosen)
             elif hasattr(chosen, "pyopenssl_context"):
@@ -213,9 +227,14 @@ def _servername_callback(config: TLSConfig) -> Callable[[SSL.Connection], None]:
                     "returned an ssl.SSLContext to a pyOpenSSL server; return a TLSConfig",
                 )
         except Exception as exc:  # the application's callback failed
+            # Kept for the handshake error to name; the handshake fails
+            # with a fatal alert, as the stdlib's does.
+            owner = _app(conn)
             if owner is not None:
                 owner.callback_error = exc
-            raise
+            alert[0] = _INTERNAL_ERROR
+            return _SNI_FATAL
+        return _SNI_OK
 
     return on_servername
 

@@ -248,6 +248,33 @@ def test_plain_ssl_context_server(certs: Certs, make_pair_link: Any) -> None:
     assert transfer(link, c, b"hello") == b"hello"
 
 
+def test_an_applications_sslobject_class_is_used(certs: Certs, make_pair_link: Any) -> None:
+    """The engine calls SSLObject's C object directly, but not past an
+    sslobject_class the application installed (for tracing, say)."""
+    calls: list[str] = []
+
+    class Traced(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            calls.append("do_handshake")
+            super().do_handshake()
+
+        def write(self, data: Any) -> int:
+            calls.append("write")
+            return super().write(data)
+
+        def read(self, len: int = 1024, buffer: Any = None) -> Any:
+            calls.append("read")
+            return super().read(len, buffer)
+
+    client_ctx = ssl.create_default_context(cadata=certs.ca_pem.decode())
+    client_ctx.sslobject_class = Traced
+    server = TLSConfig(backend="stdlib", cert=certs.ecdsa.cert, key=certs.ecdsa.key)
+    c, _s, link = make_pair_link(client_config=client_ctx, server_config=server)
+    link.handshake()
+    assert transfer(link, c, b"traced") == b"traced"
+    assert {"do_handshake", "write", "read"} <= set(calls)
+
+
 def test_npn_protocols_deprecated_and_mapped(certs: Certs, make_pair_link: Any) -> None:
     with pytest.warns(DeprecationWarning, match="npn_protocols") as record:
         client = TLSConfig(backend="stdlib", ca=certs.ca_pem, npn_protocols=["http/1.1"])

@@ -110,3 +110,31 @@ def test_a_side_keeps_its_pair(backend: str) -> None:
     del client
     assert pair() is not None
     assert encrypted.read().startswith(b"\x16\x03")  # the ClientHello, still there
+
+
+def test_a_side_attribute_naming_the_pair_makes_no_cycle_once_ended(
+    backend: str, no_collector: None
+) -> None:
+    class Handler:
+        pair: SecurePair
+
+    server = SecurePair(
+        TLSConfig(cert=LEAF.cert_pem, key=LEAF.key_pem, backend=backend), server_side=True
+    )
+    client = SecurePair(
+        TLSConfig(ca=CA.cert_pem, backend=backend), server_side=False, server_hostname="localhost"
+    )
+    link = Link(client, server)
+    link.handshake()
+    handler = Handler()
+    handler.pair = client
+    client.cleartext.handler = handler  # type: ignore[attr-defined]
+    assert client.cleartext.handler is handler  # type: ignore[attr-defined]
+    client.close()
+    link.pump()
+    server.close()
+    link.pump()
+    assert client.state.value == "closed"
+    ref = weakref.ref(client)
+    del client, server, link, handler
+    assert ref() is None

@@ -68,9 +68,11 @@ def test_resumption(
     assert server.session_reused is True
     assert of_type(drain(client), HandshakeComplete)[0].session_reused is True
     assert of_type(drain(server), HandshakeComplete)[0].session_reused is True
-    # A resumed session still knows who the server is.
+    # A resumed session still knows who the server is, and the server the
+    # name the client asked for (TLS 1.2 keeps it in the session).
     assert client.authorized is True
     assert client.peer_certificate() is not None
+    assert server.server_name == DEFAULT_HOSTNAME
     assert transfer(link, client, b"second") == b"second"
     assert transfer(link, server, b"reply") == b"reply"
 

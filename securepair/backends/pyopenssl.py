@@ -47,6 +47,7 @@ _WantRead = SSL.WantReadError
 _ZeroReturn = SSL.ZeroReturnError
 _SysCallError = SSL.SysCallError
 _Error = SSL.Error
+_SSL_ERROR_WANT_READ = _lib.SSL_ERROR_WANT_READ
 
 _SSL_CB_ALERT = _lib.SSL_CB_ALERT
 _SSL_CB_READ = _lib.SSL_CB_READ
@@ -208,9 +209,30 @@ class PyOpenSSLConnection(TLSConnection):
 
     # -- TLS operations ---------------------------------------------------
 
+    def _no_callback_helpers(self) -> bool:
+        """True if the context has none of pyOpenSSL's helpers that keep an
+        exception raised in a callback for the next call to raise: then a
+        result can be read without pyOpenSSL's error path, which raises an
+        exception for want-read too."""
+        ctx = self._conn._context
+        return (
+            ctx._verify_helper is None
+            and ctx._alpn_select_helper is None
+            and ctx._ocsp_helper is None
+        )
+
     def do_handshake(self) -> bool:
+        ssl = self._ssl
+        result = _lib.SSL_do_handshake(ssl)
+        if result == 1:
+            if self._no_callback_helpers():
+                return True
+        elif (
+            _lib.SSL_get_error(ssl, result) == _SSL_ERROR_WANT_READ and self._no_callback_helpers()
+        ):
+            return False
         try:
-            self._conn.do_handshake()
+            self._conn._raise_ssl_error(ssl, result)
         except _WantRead:
             return False
         except _Error as exc:
@@ -227,6 +249,13 @@ class PyOpenSSLConnection(TLSConnection):
         try:
             with _ffi.from_buffer(view, require_writable=True) as buf:
                 result: int = _lib.SSL_read(ssl, buf, size)
+            if (
+                result <= 0
+                and not self._callbacks_in_reads
+                and _lib.SSL_get_error(ssl, result) == _SSL_ERROR_WANT_READ
+            ):
+                # The usual end of a batch, without an exception.
+                return WANT_READ
             if result <= 0 or self._callbacks_in_reads:
                 # As recv_into does; after a successful read it matters only
                 # for what a callback left behind during a renegotiation.

@@ -74,10 +74,13 @@ class StdlibConnection(TLSConnection):
             session=session,
         )
         # The hot calls go to the C object under SSLObject: its read, write
-        # and do_handshake only pass their arguments on, and the extra Python
-        # frame was a tenth of the engine's cost per 16 KiB record.  Where
-        # there is no such object (another Python), the public methods.
-        raw: Any = getattr(self._obj, "_sslobj", None) or self._obj
+        # and do_handshake only pass their arguments on, at the cost of a
+        # Python frame per record.  Where there is no such object (another
+        # Python), the public methods; and an application's own
+        # sslobject_class may override them, so then those are called.
+        raw: Any = self._obj
+        if type(raw) is ssl.SSLObject:
+            raw = getattr(raw, "_sslobj", None) or raw
         self._raw = raw
         # read_into is the C read itself while nothing is held back (see
         # send_close_notify); the method of the same name takes over then.
