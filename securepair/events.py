@@ -59,6 +59,33 @@ class HandshakeComplete(Event):
     #: True if an earlier session was resumed.
     session_reused: bool
 
+    @classmethod
+    def _from_details(
+        cls,
+        details: tuple[str, str, str | None, str | None, bool, str | None, bytes | None, bool],
+    ) -> HandshakeComplete:
+        """The event for a backend's ``handshake_details()`` (the fields in
+        order).  Internal: it fills the instance dictionary at once, where
+        the frozen dataclass's ``__init__`` makes a call per field, two
+        thirds of the cost, twice a handshake."""
+        version, cipher, alpn, name, authorized, error, der, reused = details
+        event = object.__new__(cls)
+        object.__setattr__(
+            event,
+            "__dict__",
+            {
+                "version": version,
+                "cipher": cipher,
+                "alpn_protocol": alpn,
+                "server_name": name,
+                "authorized": authorized,
+                "authorization_error": error,
+                "peer_certificate_der": der,
+                "session_reused": reused,
+            },
+        )
+        return event
+
     @functools.cached_property
     def peer_certificate(self) -> PeerCertificate | None:
         """The peer's certificate as a Node-style dict (see

@@ -149,6 +149,11 @@ class PairState(enum.Enum):
     #: TLS or the peer failed; the pair is unusable.
     ERROR = "error"
 
+    # Members are singletons and equal only to themselves, so the identity
+    # hash agrees with equality; Enum's own hashes the name in Python, a
+    # call on every state change for the tables below.
+    __hash__ = object.__hash__
+
 
 _S = PairState
 
@@ -803,17 +808,8 @@ class SecurePair:
         self._tls_seen = True
         self._refresh()
         conn = self._conn
-        version, cipher, alpn, name, authorized, error, der, reused = conn.handshake_details()
-        event = HandshakeComplete(
-            version=version,
-            cipher=cipher,
-            alpn_protocol=alpn,
-            server_name=name,
-            authorized=authorized,
-            authorization_error=error,
-            peer_certificate_der=der,
-            session_reused=reused,
-        )
+        details = conn.handshake_details()
+        event = HandshakeComplete._from_details(details)
         self._handshake_event = event
         if self._alerts:
             self._drain_alerts()
@@ -824,7 +820,7 @@ class SecurePair:
             # A TLS 1.2 session exists once the handshake is done.  TLS 1.3
             # tickets come after it, in the first records the server sends
             # once it has our Finished; _pump_in watches that batch.
-            if version == "TLSv1.3":
+            if details[0] == "TLSv1.3":
                 self._watch_tickets = True
             else:
                 self._events.append(SessionTicket(loader=conn.session))

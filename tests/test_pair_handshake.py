@@ -8,6 +8,7 @@ bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -599,6 +600,20 @@ def test_handshake_event_is_repeated(make_pair_link: Any, tls_version: str) -> N
     assert client.handshake_event == event
     assert client.cipher_info()[0] == event.cipher
     assert client.cipher_info()[2] >= 128
+
+
+def test_handshake_event_is_an_ordinary_frozen_event(make_pair_link: Any) -> None:
+    """The engine makes the event without the dataclass's __init__; it is the
+    same event, with every field, frozen."""
+    client, server, link = make_pair_link()
+    link.handshake()
+    for pair in (client, server):
+        (event,) = of_type(drain(pair), HandshakeComplete)
+        fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+        assert set(fields) == set(vars(event)) - {"peer_certificate"}
+        assert HandshakeComplete(**fields) == event
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            event.version = "SSLv3"  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------
