@@ -29,7 +29,7 @@ import ipaddress
 import weakref
 from typing import Any
 
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
@@ -431,13 +431,7 @@ class PyOpenSSLConnection(TLSConnection):
         return self._hostname
 
     def peer_certificate_der(self) -> bytes | None:
-        # Straight from OpenSSL's X509 to DER: a detour through
-        # cryptography's object parses the certificate, three times the cost,
-        # on every handshake.
-        cert = self._conn.get_peer_certificate()
-        if cert is None:
-            return None
-        return crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+        return _peer_certificate_der(self._ssl)
 
     def peer_chain_der(self) -> list[bytes] | None:
         from cryptography.hazmat.primitives.serialization import Encoding
@@ -468,7 +462,7 @@ class PyOpenSSLConnection(TLSConnection):
         return ders
 
     def verification(self, has_certificate: bool | None = None) -> tuple[bool, str | None]:
-        mode = self._conn.get_context().get_verify_mode()
+        mode = _lib.SSL_CTX_get_verify_mode(self._conn._context._context)
         if not mode & SSL.VERIFY_PEER:
             return False, None if self._server_side else VERIFICATION_DISABLED
         if self.verify_error is not None:
@@ -485,19 +479,27 @@ class PyOpenSSLConnection(TLSConnection):
     def handshake_details(
         self,
     ) -> tuple[str, str, str | None, str | None, bool, str | None, bytes | None, bool]:
-        conn = self._conn
-        # One certificate object for both the verdict and the DER.
-        cert = conn.get_peer_certificate()
-        authorized, error = self.verification(cert is not None)
+        # OpenSSL asked directly: pyOpenSSL's getters (and its X509 object
+        # and BIO helpers for the certificate) were a Python frame or three
+        # each, twice a handshake.
+        ssl = self._ssl
+        der = _peer_certificate_der(ssl)
+        authorized, error = self.verification(der is not None)
+        cipher = _lib.SSL_get_current_cipher(ssl)
+        if self._server_side:
+            raw_name = _lib.SSL_get_servername(ssl, _lib.TLSEXT_NAMETYPE_host_name)
+            name = _ffi.string(raw_name).decode("ascii", "replace") if raw_name else None
+        else:
+            name = self._hostname
         return (
-            conn.get_protocol_version_name(),
-            conn.get_cipher_name() or "",
+            _ffi.string(_lib.SSL_get_version(ssl)).decode("ascii"),
+            _ffi.string(_lib.SSL_CIPHER_get_name(cipher)).decode("ascii") if cipher else "",
             self.alpn_protocol(),
-            self.server_name(),
+            name,
             authorized,
             error,
-            None if cert is None else crypto.dump_certificate(crypto.FILETYPE_ASN1, cert),
-            bool(_lib.SSL_session_reused(self._ssl)),
+            der,
+            bool(_lib.SSL_session_reused(ssl)),
         )
 
     def session(self) -> Any:
@@ -527,6 +529,27 @@ def _host_name_bytes(name: str) -> bytes | None:
     except ValueError:
         return _encode_host(name)
     return None
+
+
+def _peer_certificate_der(ssl: Any) -> bytes | None:
+    """The peer's leaf certificate in DER, straight from OpenSSL's X509: a
+    detour through cryptography's object parses the certificate, three
+    times the cost, on every handshake."""
+    x509 = _lib.SSL_get_peer_certificate(ssl)  # a new reference
+    if x509 == _ffi.NULL:
+        return None
+    bio = _lib.BIO_new(_lib.BIO_s_mem())
+    try:
+        if bio == _ffi.NULL or not _lib.i2d_X509_bio(bio, x509):
+            raise MemoryError("could not encode the peer certificate")
+        data = _ffi.new("char **")
+        size = _lib.BIO_get_mem_data(bio, data)
+        der: bytes = _ffi.buffer(data[0], size)[:]
+        return der
+    finally:
+        if bio != _ffi.NULL:
+            _lib.BIO_free(bio)
+        _lib.X509_free(x509)
 
 
 def _encode_host(name: str) -> bytes:
