@@ -66,11 +66,10 @@ _uncleared = _ffi.new_allocator(should_clear_after_alloc=False)
 class _BioQueue:
     """One of a pyOpenSSL connection's memory BIOs, as a ``MemoryBIO``."""
 
-    __slots__ = ("_bio", "_conn", "_incoming")
+    __slots__ = ("_bio", "_conn")
 
     def __init__(self, conn: SSL.Connection, incoming: bool) -> None:
         self._conn = conn
-        self._incoming = incoming
         self._bio = conn._into_ssl if incoming else conn._from_ssl
 
     @property
