@@ -918,20 +918,21 @@ class SecurePair:
     def _make_room(self, want: int) -> None:
         used = self._end - self._start
         if self._start:
-            # Same-size slice assignment: a memmove, allowed while the view
-            # is exported.
-            self._buf[0:used] = self._buf[self._start : self._end]
+            # Between views one memmove (a bytearray's slice would be a
+            # copy first), allowed while the view is exported.
+            self._view[0:used] = self._view[self._start : self._end]
             self._start = 0
             self._end = used
         if len(self._buf) - used >= want:
             return
         size = max(INITIAL_BUFFER, 2 * len(self._buf), used + want)
         size = min(size, self._limit + MAX_RECORD_PLAINTEXT)
-        self._view.release()
         grown = bytearray(size)
-        grown[:used] = self._buf[:used]
+        view = memoryview(grown)
+        view[:used] = self._view[:used]
+        self._view.release()
         self._buf = grown
-        self._view = memoryview(grown)
+        self._view = view
 
     def _on_close_notify(self) -> None:
         self._recv_close = True
@@ -1047,17 +1048,26 @@ class SecurePair:
         return data
 
     def _readinto_cleartext(self, buffer: Buffer) -> int:
-        target = memoryview(buffer).cast("B")
         start = self._start
-        count = min(len(target), self._end - start)
+        end = self._end
+        # Through a memoryview: a bytearray's own slice assignment copies a
+        # non-bytearray value into a new bytearray first.  Any buffer is
+        # seen as bytes (slicing an array('H') would count items).
+        target = memoryview(buffer) if type(buffer) is bytearray else memoryview(buffer).cast("B")
+        count = end - start
+        room = len(target)
+        if room < count:  # noqa: PLR1730 -- min() is a call; a read per record
+            count = room
         if not count:
-            if self._deferred_error is not None and self._end == start:
+            if self._deferred_error is not None and end == start:
                 self._raise_deferred()
             return 0
         target[:count] = self._view[start : start + count]
-        self._start = start + count
-        if self._start == self._end:
+        start += count
+        if start == end:
             self._start = self._end = 0
+        else:
+            self._start = start
         if self._throttled and self._error is None:
             self._pump_after_read()
         return count

@@ -810,9 +810,30 @@ def test_readinto(make_pair_link: Any) -> None:
     got = bytearray()
     while count := server.cleartext.readinto(transfer_buffer):
         assert count <= 7000
+        assert len(transfer_buffer) == 7000  # filled in place, never resized
         got += transfer_buffer[:count]
     assert got == data
     assert server.cleartext.readinto(bytearray(10)) == 0
+
+
+@pytest.mark.parametrize("kind", ["memoryview", "array", "empty"])
+def test_readinto_any_writable_buffer(make_pair_link: Any, kind: str) -> None:
+    """Counts are bytes, whatever the buffer's item size."""
+    import array
+
+    client, server, link = make_pair_link()
+    link.handshake()
+    client.cleartext.write(b"0123456789")
+    link.pump()
+    if kind == "empty":
+        assert server.cleartext.readinto(bytearray()) == 0
+        assert server.cleartext.read() == b"0123456789"
+        return
+    backing = bytearray(6)
+    target: Any = memoryview(backing) if kind == "memoryview" else array.array("H", [0, 0, 0])
+    assert server.cleartext.readinto(target) == 6
+    assert bytes(target) == b"012345"
+    assert server.cleartext.read() == b"6789"
 
 
 @pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview", "array"])
