@@ -847,7 +847,7 @@ class SecurePair:
         got = 0
         records = 0
         watch = self._watch_tickets
-        before = incoming.pending
+        before = incoming.pending if watch else 0
         self._throttled = False
         size = len(self._buf)
         end = self._end

@@ -87,6 +87,9 @@ class StdlibConnection(TLSConnection):
         self._read = self.read_into = raw.read  # type: ignore[method-assign]
         self._write = self.raw_write = raw.write  # type: ignore[method-assign]
         self._handshake = raw.do_handshake
+        # Never true here (no renegotiation), but the engine asks after every
+        # batch of records: an instance attribute is the quicker answer.
+        self.blocked = False
         # Once our close_notify is out, OpenSSL sends no further alert, so a
         # later failure must not claim one (found by fuzz/fuzz_pair.py).
         self._close_sent = False
