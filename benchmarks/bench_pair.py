@@ -3,9 +3,11 @@
 The bare loop is written as fast as the stdlib allows: it reads into a
 reusable buffer, checks ``MemoryBIO.pending`` before reading so the common
 path raises no ``SSLWantReadError``, and hands the application what the
-pair's API hands it: one ``bytes`` object per delivery.  Its contexts are
-plain ``ssl.SSLContext`` objects with the same certificate, trust and
-versions as the pair's, without the pair's callbacks.
+pair's API hands it: one ``bytes`` object per delivery.  For the pair's
+``readinto()`` it decrypts straight into the application's buffer instead,
+no copy at all.  Its contexts are plain ``ssl.SSLContext`` objects with the
+same certificate, trust and versions as the pair's, without the pair's
+callbacks.
 
 The limit on bulk throughput is ``openssl speed`` for the negotiated
 cipher (``-evp aes-256-gcm -bytes 16384``, one 16 KiB record per call, as
