@@ -65,7 +65,7 @@ def _on_info(ssl: Any, where: int, ret: int) -> None:
     # Called at every handshake state change (about fifteen a side), and
     # only alerts matter.  It is installed as a bare cffi callback, not
     # through Context.set_info_callback, whose wrapper looks the connection
-    # up on every call: a twentieth of a pyOpenSSL handshake went there.
+    # up on every call: about 3% of a pyOpenSSL handshake went there.
     if where & _CB_ALERT:
         conn = SSL.Connection._reverse_mapping.get(ssl)
         owner = _app(conn) if conn is not None else None
