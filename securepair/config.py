@@ -416,7 +416,33 @@ class TLSConfig:
             raise ConfigError("add_context", "needs a host name and a TLSConfig")
         if config.cert is None:
             raise ConfigError("add_context", f"the config for {hostname!r} has no cert")
+        refusal = self._route_refusal(config)
+        if refusal is not None:
+            raise ConfigError("add_context", f"the config for {hostname!r} {refusal}")
         self._sni_contexts.append((hostname, config))
+
+    def _client_verification(self) -> tuple[bool, bool]:
+        """How a server with this config verifies clients: (asks for a
+        certificate, rejects a bad one)."""
+        return self.request_cert, self.request_cert and self.reject_unauthorized
+
+    def _route_refusal(self, config: TLSConfig) -> str | None:
+        """Why ``config`` cannot serve a name routed from this server config,
+        or None.  OpenSSL switches the certificate and the trust store of a
+        connection to the routed context, but keeps the verification mode it
+        started with: a route that asks for client certificates would not
+        ask (and one that does not would still ask).  Quietly, that is a
+        client certificate requirement that is not enforced."""
+        theirs, ours = config._client_verification(), self._client_verification()
+        if theirs == ours:
+            return None
+        return (
+            f"verifies clients differently (request_cert={config.request_cert}, "
+            f"reject_unauthorized={config.reject_unauthorized}) from the server's config "
+            f"(request_cert={self.request_cert}, reject_unauthorized={self.reject_unauthorized}); "
+            "OpenSSL keeps the verification a connection started with, so a route "
+            "cannot change it: set them alike on every config of one server"
+        )
 
     def config_for_server_name(self, server_name: str) -> TLSConfig | ssl.SSLContext | None:
         """The config to serve for an SNI name: ``sni_callback`` first, then
@@ -424,6 +450,12 @@ class TLSConfig:
         ``None`` (this config)."""
         if self.sni_callback is not None:
             chosen = self.sni_callback(server_name)
+            if isinstance(chosen, TLSConfig):
+                refusal = self._route_refusal(chosen)
+                if refusal is not None:
+                    raise ConfigError(
+                        "sni_callback", f"the config returned for {server_name!r} {refusal}"
+                    )
             if chosen is not None:
                 return chosen
         for exact in (True, False):
@@ -523,6 +555,14 @@ class TLSConfig:
             if isinstance(chosen, TLSConfig):
                 sslobj.context = chosen.stdlib_context(server_side=True)
             elif isinstance(chosen, ssl.SSLContext):
+                wanted = ssl.CERT_REQUIRED if self.request_cert else ssl.CERT_NONE
+                if chosen.verify_mode != wanted:
+                    raise ConfigError(
+                        "sni_callback",
+                        f"the context returned for {server_name!r} has verify_mode "
+                        f"{chosen.verify_mode.name}, the server's config {wanted.name}; OpenSSL "
+                        "keeps the verification a connection started with",
+                    )
                 sslobj.context = chosen
         except Exception as exc:  # the application's callback failed
             sslobj._securepair_sni_error = exc  # type: ignore[attr-defined]

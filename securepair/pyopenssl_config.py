@@ -134,12 +134,7 @@ def build_context(config: TLSConfig, server_side: bool) -> SSL.Context:
     elif not server_side and not config.insecure_no_verify:
         ctx.set_default_verify_paths()
     if server_side:
-        if config.request_cert:
-            mode = SSL.VERIFY_PEER
-            if config.reject_unauthorized:
-                mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-        else:
-            mode = SSL.VERIFY_NONE
+        mode = _verify_mode(config)
     else:
         mode = SSL.VERIFY_NONE if config.insecure_no_verify else SSL.VERIFY_PEER
     if mode & SSL.VERIFY_PEER and not config.reject_unauthorized:
@@ -177,6 +172,15 @@ def build_context(config: TLSConfig, server_side: bool) -> SSL.Context:
     if keylog is not None:
         ctx.set_keylog_callback(keylog)
     return ctx
+
+
+def _verify_mode(config: TLSConfig) -> int:
+    """The OpenSSL verify mode of a server with ``config``."""
+    if not config.request_cert:
+        return SSL.VERIFY_NONE
+    if config.reject_unauthorized:
+        return SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    return SSL.VERIFY_PEER
 
 
 def _lib_set_curves(ctx: SSL.Context, curve: str) -> bool:
@@ -218,6 +222,14 @@ def _servername_callback(config: TLSConfig) -> Callable[[Any, Any, Any], int]:
             if chosen is None:
                 return _SNI_OK
             if isinstance(chosen, SSL.Context):
+                wanted = _verify_mode(config)
+                if chosen.get_verify_mode() != wanted:
+                    raise ConfigError(
+                        "sni_callback",
+                        f"the context returned for {raw.decode('ascii', 'replace')!r} has "
+                        f"verify mode {chosen.get_verify_mode()}, the server's config {wanted}; "
+                        "OpenSSL keeps the verification a connection started with",
+                    )
                 conn.set_context(chosen)
             elif hasattr(chosen, "pyopenssl_context"):
                 conn.set_context(chosen.pyopenssl_context(server_side=True))

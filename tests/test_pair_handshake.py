@@ -19,7 +19,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from securepair import PairState, SecurePair
-from securepair.errors import CertificateVerificationError, HandshakeNotCompleteError, TLSError
+from securepair.errors import (
+    CertificateVerificationError,
+    ConfigError,
+    HandshakeNotCompleteError,
+    TLSError,
+)
 from securepair.events import (
     CleartextAvailable,
     CloseNotifyReceived,
@@ -433,6 +438,80 @@ def test_add_context_after_the_server_has_served(
     link.handshake()
     assert client.authorized is True
     assert client.peer_certificate_der() == certs.other_domain.leaf_der
+
+
+def test_a_route_cannot_change_client_verification(make_config: Any, certs: Certs) -> None:
+    """OpenSSL keeps the verify mode a connection started with when SNI
+    switches its context: a route that asks for client certificates would
+    quietly not ask.  So such a route is refused when it is added."""
+    server_config = make_config("server", fresh=True)
+    strict = make_config("server", identity=certs.other_domain, request_cert=True, ca=certs.ca_pem)
+    with pytest.raises(ConfigError, match=r"add_context: .*api\.example\.net.*request_cert=True"):
+        server_config.add_context("api.example.net", strict)
+    asking = make_config("server", fresh=True, request_cert=True, ca=certs.ca_pem)
+    with pytest.raises(ConfigError, match="verifies clients differently"):
+        asking.add_context("api.example.net", make_config("server", identity=certs.other_domain))
+
+
+def test_a_route_that_verifies_alike_is_enforced(
+    make_pair_link: Any, make_config: Any, certs: Certs, tls_version: str
+) -> None:
+    server_config = make_config("server", fresh=True, request_cert=True, ca=certs.ca_pem)
+    server_config.add_context(
+        "api.example.net",
+        make_config("server", identity=certs.other_domain, request_cert=True, ca=certs.ca_pem),
+    )
+    client, server, link = make_pair_link(
+        {"cert": certs.client.cert, "key": certs.client.key},
+        server_config=server_config,
+        server_hostname="api.example.net",
+    )
+    link.handshake()
+    assert client.peer_certificate_der() == certs.other_domain.leaf_der
+    assert server.peer_certificate_der() == certs.client.leaf_der
+    # Without a certificate, the route refuses the client.
+    client, server, _link = make_pair_link(
+        server_config=server_config, server_hostname="api.example.net"
+    )
+    with pytest.raises(TLSError):
+        for _ in range(10):
+            feed(server, client.encrypted.read())
+            feed(client, server.encrypted.read())
+    assert server.state is PairState.ERROR
+
+
+def test_sni_callback_cannot_change_client_verification(
+    make_pair_link: Any, make_config: Any, certs: Certs
+) -> None:
+    strict = make_config("server", identity=certs.other_domain, request_cert=True, ca=certs.ca_pem)
+    client, server, _ = make_pair_link(
+        server_config=make_config("server", fresh=True, sni_callback=lambda name: strict),
+        server_hostname="api.example.net",
+    )
+    with pytest.raises(TLSError, match="verifies clients differently") as caught:
+        server.encrypted.write(client.encrypted.read())
+    assert caught.value.alert == "internal_error"
+
+
+def test_sni_callback_context_cannot_change_client_verification(
+    make_pair_link: Any, make_config: Any, certs: Certs, backend: str
+) -> None:
+    """The same for a library context returned by the callback."""
+    if backend == "stdlib":
+        strict: Any = make_config(
+            "server", identity=certs.other_domain, request_cert=True, ca=certs.ca_pem
+        ).stdlib_context(server_side=True)
+    else:
+        strict = make_config(
+            "server", identity=certs.other_domain, request_cert=True, ca=certs.ca_pem
+        ).pyopenssl_context(server_side=True)
+    client, server, _ = make_pair_link(
+        server_config=make_config("server", fresh=True, sni_callback=lambda name: strict),
+        server_hostname="api.example.net",
+    )
+    with pytest.raises(TLSError, match="OpenSSL keeps the verification") as caught:
+        server.encrypted.write(client.encrypted.read())
+    assert caught.value.alert == "internal_error"
 
 
 def test_add_context_wildcard_matches_one_label(
