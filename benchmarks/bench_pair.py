@@ -113,20 +113,10 @@ class Bare:
             with contextlib.suppress(ssl.SSLWantReadError):
                 self.c.read(1)
 
-    def deliver(self, obj: ssl.SSLObject, bio: ssl.MemoryBIO) -> bytes:
-        view = SCRATCH
-        read = obj.read
-        end = 0
-        while bio.pending:
-            try:
-                end += read(16384, view[end:])
-            except ssl.SSLWantReadError:
-                break
-        return bytes(view[:end])
-
     def deliver_into(self, obj: ssl.SSLObject, bio: ssl.MemoryBIO) -> int:
-        """As :meth:`deliver`, for an application that takes the data in
-        its own buffer: OpenSSL decrypts straight into it, no copy."""
+        """Decrypt what arrived straight into the application's buffer
+        (``SCRATCH``), no copy; the byte count.  For ``read()``'s anchor the
+        loop makes ``bytes(SCRATCH[:count])`` of it, as the pair does."""
         view = SCRATCH
         read = obj.read
         end = 0
@@ -142,19 +132,28 @@ def bare_bulk(certs: Certs, size: int, total: int, *, into: bool = False) -> tup
     b = Bare(certs)
     b.handshake()
     chunk = b"x" * size
-    deliver = b.deliver_into if into else b.deliver
 
     def run() -> float:
         moved = 0
         c_write, co_read, si_write = b.c.write, b.co.read, b.si.write
+        deliver_into, s, si = b.deliver_into, b.s, b.si
         while moved < total:
             c_write(chunk)
             si_write(co_read())
-            got = deliver(b.s, b.si)
-            moved += got if isinstance(got, int) else len(got)
+            moved += len(bytes(SCRATCH[: deliver_into(s, si)]))
         return moved
 
-    return b, run
+    def run_into() -> float:
+        moved = 0
+        c_write, co_read, si_write = b.c.write, b.co.read, b.si.write
+        deliver_into, s, si = b.deliver_into, b.s, b.si
+        while moved < total:
+            c_write(chunk)
+            si_write(co_read())
+            moved += deliver_into(s, si)
+        return moved
+
+    return b, run_into if into else run
 
 
 def bare_pingpong(certs: Certs, count: int) -> object:
@@ -166,10 +165,10 @@ def bare_pingpong(certs: Certs, count: int) -> object:
         for _ in range(count):
             b.c.write(msg)
             b.si.write(b.co.read())
-            got = b.deliver(b.s, b.si)
+            got = bytes(SCRATCH[: b.deliver_into(b.s, b.si)])
             b.s.write(got)
             b.ci.write(b.so.read())
-            b.deliver(b.c, b.ci)
+            bytes(SCRATCH[: b.deliver_into(b.c, b.ci)])
         return count
 
     return run
@@ -182,7 +181,7 @@ def bare_handshakes(certs: Certs, count: int, resume: bool) -> object:
         b.handshake()
         b.s.write(b"t")
         b.ci.write(b.so.read())
-        b.deliver(b.c, b.ci)
+        b.deliver_into(b.c, b.ci)
         session = b.c.session
 
     def run() -> float:
@@ -221,15 +220,26 @@ def pair_bulk(certs: Certs, size: int, total: int, *, into: bool = False) -> obj
     def run() -> float:
         moved = 0
         c_write, c_out = c.cleartext.write, c.encrypted.read
-        s_in, s_read, s_readinto = s.encrypted.write, s.cleartext.read, s.cleartext.readinto
+        s_in, s_read = s.encrypted.write, s.cleartext.read
         while moved < total:
             c_write(chunk)
             s_in(c_out())
-            moved += s_readinto(app_buffer) if into else len(s_read())
+            moved += len(s_read())
         s._events.clear()
         return moved
 
-    return run
+    def run_into() -> float:
+        moved = 0
+        c_write, c_out = c.cleartext.write, c.encrypted.read
+        s_in, s_readinto = s.encrypted.write, s.cleartext.readinto
+        while moved < total:
+            c_write(chunk)
+            s_in(c_out())
+            moved += s_readinto(app_buffer)
+        s._events.clear()
+        return moved
+
+    return run_into if into else run
 
 
 def pair_pingpong(certs: Certs, count: int) -> object:

@@ -28,9 +28,8 @@ def no_collector() -> Iterator[None]:
         gc.enable()
 
 
-def test_pairs_and_their_connections_die_with_the_last_reference(
-    backend: str, no_collector: None
-) -> None:
+def _connected(backend: str) -> tuple[SecurePair, SecurePair, Link]:
+    """A client and a server pair with their handshake done."""
     server = SecurePair(
         TLSConfig(cert=LEAF.cert_pem, key=LEAF.key_pem, backend=backend), server_side=True
     )
@@ -39,6 +38,13 @@ def test_pairs_and_their_connections_die_with_the_last_reference(
     )
     link = Link(client, server)
     link.handshake()
+    return client, server, link
+
+
+def test_pairs_and_their_connections_die_with_the_last_reference(
+    backend: str, no_collector: None
+) -> None:
+    client, server, link = _connected(backend)
     client.cleartext.write(b"hello")
     link.pump()
     assert server.cleartext.read() == b"hello"
@@ -82,14 +88,7 @@ def test_a_live_pair_dropped_by_its_application_dies_with_its_last_reference(
     backend: str, no_collector: None
 ) -> None:
     # No close, no EOF: a server that forgets a connection mid-stream.
-    server = SecurePair(
-        TLSConfig(cert=LEAF.cert_pem, key=LEAF.key_pem, backend=backend), server_side=True
-    )
-    client = SecurePair(
-        TLSConfig(ca=CA.cert_pem, backend=backend), server_side=False, server_hostname="localhost"
-    )
-    link = Link(client, server)
-    link.handshake()
+    client, server, link = _connected(backend)
     client.cleartext.write(b"hello")
     client.cleartext.note = "a side attribute"  # type: ignore[attr-defined]
     link.pump()
@@ -118,14 +117,7 @@ def test_a_side_attribute_naming_the_pair_makes_no_cycle_once_ended(
     class Handler:
         pair: SecurePair
 
-    server = SecurePair(
-        TLSConfig(cert=LEAF.cert_pem, key=LEAF.key_pem, backend=backend), server_side=True
-    )
-    client = SecurePair(
-        TLSConfig(ca=CA.cert_pem, backend=backend), server_side=False, server_hostname="localhost"
-    )
-    link = Link(client, server)
-    link.handshake()
+    client, server, link = _connected(backend)
     handler = Handler()
     handler.pair = client
     client.cleartext.handler = handler  # type: ignore[attr-defined]

@@ -83,8 +83,9 @@ class TLSConnection(abc.ABC):
 
     def read_error(self, exc: BaseException) -> int:
         """The :meth:`read_into` result for one of :attr:`raw_read_errors`,
-        or raises our typed error for it."""
-        raise NotImplementedError  # pragma: no cover -- raw_read_errors is empty
+        or raises our typed error for it.  A backend that declares no such
+        errors is never asked; what it raised goes on as it is."""
+        raise exc
 
     @abc.abstractmethod
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -206,8 +207,10 @@ class TLSConnection(abc.ABC):
         self.write(data)
 
     def write_error(self, exc: BaseException) -> TLSError:
-        """Our typed error for an exception from :meth:`raw_write`."""
-        raise NotImplementedError  # pragma: no cover -- raw_write_errors is empty
+        """Our typed error for an exception from :meth:`raw_write`.  A
+        backend that declares no such errors is never asked; what it raised
+        goes on as it is."""
+        raise exc
 
     #: True while cleartext writes are held back (a renegotiation needs the
     #: peer's bytes first); :meth:`retry_blocked` sends them.

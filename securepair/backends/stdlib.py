@@ -36,14 +36,10 @@ _WantRead = ssl.SSLWantReadError
 _ZeroReturn = ssl.SSLZeroReturnError
 
 
-def _verify_mode(context: ssl.SSLContext) -> int:
-    """``context.verify_mode`` as a plain int, read from the C context: the
-    ``ssl.SSLContext`` property builds a ``VerifyMode`` member on every read
-    (half a microsecond, once per handshake)."""
-    return _CONTEXT_VERIFY_MODE(context)  # type: ignore[no-any-return]
-
-
-_CONTEXT_VERIFY_MODE = getattr(
+#: ``context.verify_mode`` as a plain int, read from the C context: the
+#: ``ssl.SSLContext`` property builds a ``VerifyMode`` member on every read
+#: (half a microsecond, once per handshake).
+_verify_mode: Any = getattr(
     getattr(ssl.SSLContext.__mro__[1], "verify_mode", None),
     "__get__",
     lambda context: context.verify_mode,
