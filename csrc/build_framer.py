@@ -3,7 +3,9 @@
 ``setup.py`` names this file in ``cffi_modules``.  Run by hand
 (``python csrc/build_framer.py``) it builds ``securepair/records/_cframer``
 in place, as ``pip install -e .`` would.  ``framer.h`` is both the cdef and
-the header the C includes, so the two can never disagree.
+the header the C includes, so the two can never disagree.  The module also
+carries ``sp_info_filter`` (``infofilter.h``), the pyOpenSSL backend's info
+callback that calls into Python for alerts only.
 
 The package version is passed to the C as a macro and exposed by
 ``sp_version()``; ``securepair.records.c`` refuses to load a module built
@@ -38,22 +40,27 @@ def package_version() -> str:
     raise RuntimeError("securepair/_version.py does not assign a string __version__")
 
 
-def make_builder() -> FFI:
-    """The FFI builder, with source paths relative to the project root."""
+def make_builder(*, absolute: bool = False) -> FFI:
+    """The FFI builder.  Source paths are relative to the project root, as
+    setuptools wants them, or ``absolute`` for cffi's own ``compile()``
+    (which runs in its temporary directory: fuzz/build_cframer.py); then
+    compiler flags are the caller's (``CFLAGS``)."""
 
     def path(p: Path) -> str:
-        # setuptools wants source paths relative to setup.py's directory.
-        return os.path.relpath(p, ROOT)
+        return str(p) if absolute else os.path.relpath(p, ROOT)
 
     builder = FFI()
     builder.cdef((HERE / "framer.h").read_text(encoding="utf-8"))
+    builder.cdef((HERE / "infofilter.h").read_text(encoding="utf-8"))
+    # Python+C: infofilter.c, a file of its own, calls it.
+    builder.cdef('extern "Python+C" void sp_on_alert(const void *, int, int);')
     builder.set_source(
         "securepair.records._cframer",
-        '#include <stdint.h>\n#include "framer.h"\n',
-        sources=[path(HERE / "framer.c")],
+        '#include <stdint.h>\n#include "framer.h"\n#include "infofilter.h"\n',
+        sources=[path(HERE / "framer.c"), path(HERE / "infofilter.c")],
         include_dirs=[path(HERE)],
         define_macros=[("SECUREPAIR_VERSION", f'"{VERSION}"')],
-        extra_compile_args=[] if sys.platform == "win32" else ["-O2"],
+        extra_compile_args=[] if absolute or sys.platform == "win32" else ["-O2"],
     )
     return builder
 

@@ -24,8 +24,6 @@ import shutil
 import sys
 from pathlib import Path
 
-from cffi import FFI
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -37,23 +35,6 @@ CFLAGS = [
     "-g",
     "-O1",
 ]
-
-
-def builder(version: str) -> FFI:
-    """The same module as ``csrc/build_framer.py`` describes (``framer.h`` as
-    cdef and header, ``framer.c`` as source, the version macro), with
-    absolute paths: cffi's ``compile()`` runs in its temporary directory."""
-    csrc = ROOT / "csrc"
-    ffi = FFI()
-    ffi.cdef((csrc / "framer.h").read_text(encoding="utf-8"))
-    ffi.set_source(
-        "securepair.records._cframer",
-        '#include <stdint.h>\n#include "framer.h"\n',
-        sources=[str(csrc / "framer.c")],
-        include_dirs=[str(csrc)],
-        define_macros=[("SECUREPAIR_VERSION", f'"{version}"')],
-    )
-    return ffi
 
 
 def build(out: Path) -> Path:
@@ -73,7 +54,7 @@ def build(out: Path) -> Path:
     os.environ["LDSHARED"] = f"{cc} -shared {SANITIZERS}"
     os.environ["LDFLAGS"] = os.environ.get("LDFLAGS", "")
     tmp = out / "tmp"
-    built = Path(builder(build_framer.VERSION).compile(tmpdir=str(tmp)))
+    built = Path(build_framer.make_builder(absolute=True).compile(tmpdir=str(tmp)))
     out.mkdir(parents=True, exist_ok=True)
     target = out / built.name
     shutil.copy2(built, target)

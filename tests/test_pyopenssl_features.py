@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from OpenSSL import SSL
 
-from securepair import SecurePair, TLSConfig, certgen
+from securepair import SecurePair, TLSConfig, certgen, pyopenssl_config
 from securepair.errors import (
     CertificateVerificationError,
     ConfigError,
@@ -42,6 +42,7 @@ from securepair.events import (
 from securepair.testing.link import Link
 from tests._tools import require_tool
 from tests.fixtures_engine import DEFAULT_HOSTNAME, Certs, Identity
+from tests.fixtures_records import load_c_framer
 from tests.peers import HOST, PairDriver, listener, openssl_s_client
 from tests.peers import Certs as FileCerts
 
@@ -121,6 +122,37 @@ def test_client_rejects_by_default_with_the_same_code(
         server.encrypted.write(alert)
     assert server_side.value.alert == caught.value.alert
     assert AlertReceived(description=caught.value.alert, fatal=True) in list(server.events())
+
+
+@pytest.mark.parametrize("in_c", [True, False], ids=["c-filter", "python-callback"])
+def test_alerts_are_reported_through_either_info_callback(
+    certs: Certs, in_c: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Contexts get the C filter when the C module is built, the Python
+    # callback when it is not; both must turn alerts, and only alerts,
+    # into events.
+    callback, kind = pyopenssl_config._info_callback(in_c=in_c)
+    if in_c and kind != "c":
+        load_c_framer()  # skips locally when not built; fails under CI
+        pytest.fail("the C module has no sp_info_filter: rebuild it (pip install -e .)")
+    assert kind == ("c" if in_c else "python")
+    monkeypatch.setattr(pyopenssl_config, "_INFO_CALLBACK", callback)
+    client, server, link = _pair(
+        {"ca": certs.ca_pem, "backend": "pyopenssl"},
+        {**certs.self_signed.options(), "backend": "pyopenssl"},
+    )
+    with pytest.raises(CertificateVerificationError) as caught:
+        link.handshake()
+    alert = caught.value.alert
+    assert alert == "unknown_ca"
+    assert [e for e in client.events() if isinstance(e, (AlertSent, AlertReceived))] == [
+        AlertSent(description=alert, fatal=True)
+    ]
+    with pytest.raises(TLSError):
+        server.encrypted.write(client.encrypted.read())
+    assert [e for e in server.events() if isinstance(e, (AlertSent, AlertReceived))] == [
+        AlertReceived(description=alert, fatal=True)
+    ]
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -1,5 +1,6 @@
-# Type stub for the cffi extension built from csrc/framer.h.  The functions
-# and constants mirror the header; keep the two in step.
+# Type stub for the cffi extension built from csrc/framer.h and
+# csrc/infofilter.h.  The functions and constants mirror the headers; keep
+# them in step.
 
 from typing import Final
 
@@ -70,6 +71,8 @@ class _Lib:
     def sp_hello_extension_types(
         self, data: _CData, hello: _CData, out: _CData, capacity: int, /
     ) -> int: ...
+    SP_CB_ALERT: Final[int]
+    def sp_info_filter(self, ssl: _CData, where: int, ret: int, /) -> None: ...
 
 ffi: FFI
 lib: _Lib
