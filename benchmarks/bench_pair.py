@@ -204,11 +204,15 @@ def pair_link(certs: Certs, session: object = None) -> tuple[SecurePair, SecureP
         certs.client_config, server_side=False, server_hostname="localhost", session=session
     )
     s = SecurePair(certs.server_config, server_side=True)
+    # The sides held for the loop, as the README advises: the pair holds
+    # them weakly and makes one anew on each access of an unheld side (the
+    # handshake rows would be 1-2% lower).
+    c_net, s_net = c.encrypted, s.encrypted
     while not (c.handshake_complete and s.handshake_complete):
-        s.encrypted.write(c.encrypted.read())
-        data = s.encrypted.read()
+        s_net.write(c_net.read())
+        data = s_net.read()
         if data:
-            c.encrypted.write(data)
+            c_net.write(data)
     return c, s
 
 

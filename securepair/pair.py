@@ -167,6 +167,9 @@ def _no_error() -> None:
 
 #: States after which the connection carries nothing more.
 _ENDED = frozenset({_S.CLOSED, _S.ERROR, _S.UNWRAPPED})
+#: States in which fed bytes, once they are known to be TLS, go straight to
+#: the TLS library (SecurePair._feed's fast path).
+_FAST_FEED = frozenset({_S.HANDSHAKING, _S.OPEN, _S.CLOSING})
 
 #: The calls each state allows.  Reading pending bytes from either side is
 #: always allowed and not listed.
@@ -545,7 +548,7 @@ class SecurePair:
         self._can_feed = "feed" in allowed
         self._can_write = "write" in allowed
         self._fast_write = self._can_write and self._handshake_done
-        self._fast_feed = state in (_S.OPEN, _S.CLOSING) and self._tls_seen
+        self._fast_feed = state in _FAST_FEED and self._tls_seen
         if state in _ENDED and self._side_attributes is not None:
             # Once the connection has ended the pair forgets what was set on
             # its sides (a side still held keeps its own): an attribute that
@@ -661,7 +664,8 @@ class SecurePair:
                         self._record_left = pos - size
                     else:
                         self._track_records(data)
-                self._pump_in()
+                if self._handshake_done or self._step_handshake():
+                    self._pump_in()
                 if self._alerts:
                     self._drain_alerts()
                 return size
@@ -689,6 +693,11 @@ class SecurePair:
                 self._tls_seen = True  # a TLS record header: the usual start
             else:
                 self._check_first_bytes(data)
+            if self._tls_seen:
+                # TLS: from now on (and for these bytes) the fast path.
+                self._refresh()
+                if self._fast_feed:
+                    return self._feed(data)
         taken = 0
         if size > limit - incoming.pending and type(data) is bytes:
             # It goes in slices: of bytes a slice is a copy, of a view not.
