@@ -294,6 +294,7 @@ def _make_connection(
                 server_side=server_side,
                 server_hostname=server_hostname,
                 session=session,
+                plain=True,
             )
     elif type(config).__module__ != "OpenSSL.SSL":
         raise ConfigError(

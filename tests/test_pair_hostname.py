@@ -15,6 +15,8 @@ from securepair.testing.link import Link
 
 CA = certgen.CertificateAuthority("hostname test CA")
 LEAF = CA.issue(["localhost", "api.example.test"])
+#: "bücher.example" in a certificate: DNS names there are A-labels.
+IDN_LEAF = CA.issue(["xn--bcher-kva.example"])
 
 
 def _handshake(backend: str, name: str) -> SecurePair:
@@ -26,6 +28,21 @@ def _handshake(backend: str, name: str) -> SecurePair:
     )
     Link(client, server).handshake()
     return client
+
+
+@pytest.mark.parametrize("name", ["bücher.example", "xn--bcher-kva.example"])
+def test_internationalized_names_go_out_as_a_labels(backend: str, name: str) -> None:
+    server = SecurePair(
+        TLSConfig(cert=IDN_LEAF.cert_pem, key=IDN_LEAF.key_pem, backend=backend),
+        server_side=True,
+    )
+    client = SecurePair(
+        TLSConfig(ca=CA.cert_pem, backend=backend), server_side=False, server_hostname=name
+    )
+    Link(client, server).handshake()
+    assert client.authorized
+    # SNI carries the A-label, whichever spelling the client was given.
+    assert server.server_name == "xn--bcher-kva.example"
 
 
 @pytest.mark.parametrize("name", ["localhost", "localhost.", "API.Example.Test."])

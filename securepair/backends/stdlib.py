@@ -20,6 +20,7 @@ The four operations and what they raise:
 
 from __future__ import annotations
 
+import functools
 import ssl
 from typing import Any
 
@@ -46,6 +47,21 @@ _verify_mode: Any = getattr(
 )
 
 
+#: The C half of SSLContext.wrap_bio (SSLObject._create calls it), if this
+#: Python has it.
+_wrap_bio: Any = getattr(ssl.SSLContext.__mro__[1], "_wrap_bio", None)
+_new_sslobject = ssl.SSLObject.__new__
+
+
+@functools.lru_cache(maxsize=256)
+def _a_label(name: str | None) -> str | None:
+    """``server_hostname`` as ``SSLContext._encode_hostname`` passes it to C:
+    the IDNA A-label (ASCII names unchanged)."""
+    if name is None or name.isascii():
+        return name
+    return name.encode("idna").decode("ascii")
+
+
 class StdlibConnection(TLSConnection):
     """A TLS connection driven through ``ssl.SSLObject``."""
 
@@ -58,17 +74,37 @@ class StdlibConnection(TLSConnection):
         server_side: bool,
         server_hostname: str | None,
         session: Any = None,
+        plain: bool = False,
     ) -> None:
+        # plain: the context is a plain ssl.SSLContext that TLSConfig made
+        # (no subclass, the stock sslobject_class), so its wrap_bio can be
+        # done here, more cheaply.
         self._in = self.incoming = ssl.MemoryBIO()
         self._out = self.outgoing = ssl.MemoryBIO()
         self._server_side = server_side
-        self._obj = context.wrap_bio(
-            self._in,
-            self._out,
-            server_side=server_side,
-            server_hostname=None if server_side else server_hostname,
-            session=session,
-        )
+        if plain and _wrap_bio is not None:
+            # What SSLContext.wrap_bio and SSLObject._create do, without
+            # their two Python frames and the idna codec (half of a
+            # connection's set-up in Python).
+            obj: Any = _new_sslobject(ssl.SSLObject)
+            self._obj: ssl.SSLObject = obj
+            obj._sslobj = _wrap_bio(
+                context,
+                self._in,
+                self._out,
+                server_side=server_side,
+                server_hostname=None if server_side else _a_label(server_hostname),
+                owner=obj,
+                session=session,
+            )
+        else:
+            self._obj = context.wrap_bio(
+                self._in,
+                self._out,
+                server_side=server_side,
+                server_hostname=None if server_side else server_hostname,
+                session=session,
+            )
         # The hot calls go to the C object under SSLObject: its read, write
         # and do_handshake only pass their arguments on, at the cost of a
         # Python frame per record.  Where there is no such object (another
