@@ -86,6 +86,42 @@ class HandshakeComplete(Event):
         )
         return event
 
+    @classmethod
+    def _deferred(
+        cls,
+        loader: Callable[
+            [], tuple[str, str, str | None, str | None, bool, str | None, bytes | None, bool]
+        ],
+    ) -> HandshakeComplete:
+        """The event whose fields ``loader`` (a backend's
+        ``handshake_details``) gives when one is first read.  Internal: for
+        a backend whose answers stay the same for the rest of the
+        connection, failures included, and cost enough to skip when nobody
+        looks (a pyOpenSSL handshake pair spent 4% on them).  Until then
+        the event keeps the connection's TLS state alive."""
+        event = object.__new__(cls)
+        object.__setattr__(event, "__dict__", {"_loader": loader})
+        return event
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for what the instance dictionary lacks: the fields
+        # of a deferred event before the first is read.
+        fields = self.__dict__
+        loader = fields.get("_loader")
+        if loader is None or name not in _HANDSHAKE_FIELDS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        # Filled before the loader goes, so that another thread reading at
+        # the same time finds one or the other.
+        fields.update(zip(_HANDSHAKE_FIELDS, loader(), strict=True))
+        fields.pop("_loader", None)
+        return fields[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies and pickles carry the fields, not the connection.
+        if "_loader" in self.__dict__:
+            self.__getattr__("version")
+        return self.__dict__
+
     @functools.cached_property
     def peer_certificate(self) -> PeerCertificate | None:
         """The peer's certificate as a Node-style dict (see
@@ -94,6 +130,19 @@ class HandshakeComplete(Event):
         if self.peer_certificate_der is None:
             return None
         return node_certificate(self.peer_certificate_der)
+
+
+#: HandshakeComplete's fields, in the order of a backend's handshake_details().
+_HANDSHAKE_FIELDS = (
+    "version",
+    "cipher",
+    "alpn_protocol",
+    "server_name",
+    "authorized",
+    "authorization_error",
+    "peer_certificate_der",
+    "session_reused",
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

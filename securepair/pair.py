@@ -302,9 +302,17 @@ def _make_connection(
             "expected a TLSConfig, ssl.SSLContext or OpenSSL.SSL.Context, "
             f"not {type(config).__name__}",
         )
+    return _pyopenssl_factory()(config, server_side, server_hostname, session)
+
+
+@functools.cache
+def _pyopenssl_factory() -> Callable[..., TLSConnection]:
+    # Imported on first use (pyOpenSSL is optional), then kept: an import
+    # statement costs a failed attribute lookup, an exception made and
+    # dropped, each time it runs.
     from .pyopenssl_config import make_connection
 
-    return make_connection(config, server_side, server_hostname, session)
+    return make_connection
 
 
 class SecurePair:
@@ -819,8 +827,13 @@ class SecurePair:
         self._tls_seen = True
         self._refresh()
         conn = self._conn
-        details = conn.handshake_details()
-        event = HandshakeComplete._from_details(details)
+        if conn.details_last:
+            event = HandshakeComplete._deferred(conn.handshake_details)
+            tls13 = conn.is_tls13()
+        else:
+            details = conn.handshake_details()
+            event = HandshakeComplete._from_details(details)
+            tls13 = details[0] == "TLSv1.3"
         self._handshake_event = event
         if self._alerts:
             self._drain_alerts()
@@ -831,7 +844,7 @@ class SecurePair:
             # A TLS 1.2 session exists once the handshake is done.  TLS 1.3
             # tickets come after it, in the first records the server sends
             # once it has our Finished; _pump_in watches that batch.
-            if details[0] == "TLSv1.3":
+            if tls13:
                 self._watch_tickets = True
             else:
                 self._events.append(SessionTicket(loader=conn.session))

@@ -8,7 +8,9 @@ bytes.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 import re
 from typing import Any
 
@@ -682,13 +684,22 @@ def test_handshake_event_is_repeated(make_pair_link: Any, tls_version: str) -> N
 
 
 def test_handshake_event_is_an_ordinary_frozen_event(make_pair_link: Any) -> None:
-    """The engine makes the event without the dataclass's __init__; it is the
-    same event, with every field, frozen."""
+    """The engine makes the event without the dataclass's __init__ (and on
+    pyOpenSSL reads its fields only when one is first asked for); it is the
+    same event, with every field, frozen, and copies and pickles as one."""
     client, server, link = make_pair_link()
     link.handshake()
     for pair in (client, server):
         (event,) = of_type(drain(pair), HandshakeComplete)
+        # Before any field is read: a copy and a pickle carry the fields.
+        copied, pickled = copy.copy(event), pickle.loads(pickle.dumps(event))
+        assert "_loader" not in vars(copied) and "_loader" not in vars(pickled)
         fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+        assert copied == pickled == event
+        assert fields["version"] == pair.version
+        assert fields["cipher"] == pair.cipher
+        with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+            event.nonsense  # type: ignore[attr-defined]  # noqa: B018
         assert set(fields) == set(vars(event)) - {"peer_certificate"}
         assert HandshakeComplete(**fields) == event
         with pytest.raises(dataclasses.FrozenInstanceError):

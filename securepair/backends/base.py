@@ -146,6 +146,15 @@ class TLSConnection(abc.ABC):
             self.session_reused(),
         )
 
+    #: True if :meth:`handshake_details` gives the same answers for the
+    #: rest of the connection, after a failure too: then the engine asks
+    #: only when the application reads them.
+    details_last = False
+
+    def is_tls13(self) -> bool:
+        """True if the handshake negotiated TLS 1.3."""
+        return self.version() == "TLSv1.3"
+
     @abc.abstractmethod
     def session(self) -> Any:
         """The current session object, for resumption."""

@@ -48,6 +48,7 @@ _ZeroReturn = SSL.ZeroReturnError
 _SysCallError = SSL.SysCallError
 _Error = SSL.Error
 _SSL_ERROR_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_TLS1_3_VERSION = SSL.TLS1_3_VERSION
 
 _SSL_CB_ALERT = _lib.SSL_CB_ALERT
 _SSL_CB_READ = _lib.SSL_CB_READ
@@ -158,6 +159,10 @@ class PyOpenSSLConnection(TLSConnection):
         # ask pyOpenSSL for what they left behind.
         self._ssl = conn._ssl
         self._callbacks_in_reads = not _lib.SSL_get_options(self._ssl) & SSL.OP_NO_RENEGOTIATION
+        # OpenSSL answers the handshake questions from the connection's
+        # session and verify result, which a failure leaves alone; only a
+        # renegotiation changes them.
+        self.details_last = not self._callbacks_in_reads
         self._server_side = server_side
         self.is_server = server_side
         self._hostname = server_hostname
@@ -500,6 +505,9 @@ class PyOpenSSLConnection(TLSConnection):
             der,
             bool(_lib.SSL_session_reused(ssl)),
         )
+
+    def is_tls13(self) -> bool:
+        return bool(_lib.SSL_version(self._ssl) == _TLS1_3_VERSION)
 
     def session(self) -> Any:
         return self._conn.get_session()
