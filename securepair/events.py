@@ -60,47 +60,24 @@ class HandshakeComplete(Event):
     session_reused: bool
 
     @classmethod
-    def _from_details(
-        cls,
-        details: tuple[str, str, str | None, str | None, bool, str | None, bytes | None, bool],
-    ) -> HandshakeComplete:
-        """The event for a backend's ``handshake_details()`` (the fields in
-        order).  Internal: it fills the instance dictionary at once, where
-        the frozen dataclass's ``__init__`` makes a call per field, two
-        thirds of the cost, twice a handshake."""
-        version, cipher, alpn, name, authorized, error, der, reused = details
-        event = object.__new__(cls)
-        object.__setattr__(
-            event,
-            "__dict__",
-            {
-                "version": version,
-                "cipher": cipher,
-                "alpn_protocol": alpn,
-                "server_name": name,
-                "authorized": authorized,
-                "authorization_error": error,
-                "peer_certificate_der": der,
-                "session_reused": reused,
-            },
-        )
-        return event
-
-    @classmethod
     def _deferred(
         cls,
         loader: Callable[
             [], tuple[str, str, str | None, str | None, bool, str | None, bytes | None, bool]
         ],
+        known: dict[str, Any],
     ) -> HandshakeComplete:
-        """The event whose fields ``loader`` (a backend's
-        ``handshake_details``) gives when one is first read.  Internal: for
-        a backend whose answers stay the same for the rest of the
-        connection, failures included, and cost enough to skip when nobody
-        looks (a pyOpenSSL handshake pair spent 4% on them).  Until then
-        the event keeps the connection's TLS state alive."""
+        """The event with the fields in ``known`` (a backend's
+        ``handshake_now()``, which it takes over) and, for the rest, what
+        ``loader`` (its ``handshake_details``) gives when one is first read.
+        Internal.  Reading them all at the handshake cost 4% of a pyOpenSSL
+        handshake pair, more than half of it making this event by its
+        ``__init__``.  Until then the event keeps the connection's TLS
+        state alive."""
         event = object.__new__(cls)
-        object.__setattr__(event, "__dict__", {"_loader": loader})
+        if len(known) < len(HANDSHAKE_FIELDS):
+            known["_loader"] = loader
+        object.__setattr__(event, "__dict__", known)
         return event
 
     def __getattr__(self, name: str) -> Any:
@@ -108,11 +85,13 @@ class HandshakeComplete(Event):
         # of a deferred event before the first is read.
         fields = self.__dict__
         loader = fields.get("_loader")
-        if loader is None or name not in _HANDSHAKE_FIELDS:
+        if loader is None or name not in HANDSHAKE_FIELDS:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        # Filled before the loader goes, so that another thread reading at
-        # the same time finds one or the other.
-        fields.update(zip(_HANDSHAKE_FIELDS, loader(), strict=True))
+        # What was known stays: the backend may no longer know it.  Filled
+        # before the loader goes, so that another thread reading at the same
+        # time finds one or the other.
+        for key, value in zip(HANDSHAKE_FIELDS, loader(), strict=True):
+            fields.setdefault(key, value)
         fields.pop("_loader", None)
         return fields[name]
 
@@ -133,7 +112,7 @@ class HandshakeComplete(Event):
 
 
 #: HandshakeComplete's fields, in the order of a backend's handshake_details().
-_HANDSHAKE_FIELDS = (
+HANDSHAKE_FIELDS = (
     "version",
     "cipher",
     "alpn_protocol",

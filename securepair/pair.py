@@ -827,13 +827,10 @@ class SecurePair:
         self._tls_seen = True
         self._refresh()
         conn = self._conn
-        if conn.details_last:
-            event = HandshakeComplete._deferred(conn.handshake_details)
-            tls13 = conn.is_tls13()
-        else:
-            details = conn.handshake_details()
-            event = HandshakeComplete._from_details(details)
-            tls13 = details[0] == "TLSv1.3"
+        known = conn.handshake_now()
+        version = known.get("version")
+        tls13 = conn.is_tls13() if version is None else version == "TLSv1.3"
+        event = HandshakeComplete._deferred(conn.handshake_details, known)
         self._handshake_event = event
         if self._alerts:
             self._drain_alerts()

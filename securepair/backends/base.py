@@ -11,6 +11,7 @@ import abc
 from typing import Any, Protocol
 
 from ..errors import TLSError, UnsupportedFeatureError
+from ..events import HANDSHAKE_FIELDS
 
 
 class ByteQueue(Protocol):
@@ -146,10 +147,13 @@ class TLSConnection(abc.ABC):
             self.session_reused(),
         )
 
-    #: True if :meth:`handshake_details` gives the same answers for the
-    #: rest of the connection, after a failure too: then the engine asks
-    #: only when the application reads them.
-    details_last = False
+    def handshake_now(self) -> dict[str, Any]:
+        """The :class:`~securepair.events.HandshakeComplete` fields (by name)
+        that must be read as the handshake completes: those the backend may
+        not answer alike later (after a failure, a renegotiation).  The
+        engine reads the others from :meth:`handshake_details` when the
+        application first asks.  By default, all of them."""
+        return dict(zip(HANDSHAKE_FIELDS, self.handshake_details(), strict=True))
 
     def is_tls13(self) -> bool:
         """True if the handshake negotiated TLS 1.3."""

@@ -159,10 +159,6 @@ class PyOpenSSLConnection(TLSConnection):
         # ask pyOpenSSL for what they left behind.
         self._ssl = conn._ssl
         self._callbacks_in_reads = not _lib.SSL_get_options(self._ssl) & SSL.OP_NO_RENEGOTIATION
-        # OpenSSL answers the handshake questions from the connection's
-        # session and verify result, which a failure leaves alone; only a
-        # renegotiation changes them.
-        self.details_last = not self._callbacks_in_reads
         self._server_side = server_side
         self.is_server = server_side
         self._hostname = server_hostname
@@ -505,6 +501,14 @@ class PyOpenSSLConnection(TLSConnection):
             der,
             bool(_lib.SSL_session_reused(ssl)),
         )
+
+    def handshake_now(self) -> dict[str, Any]:
+        # OpenSSL answers the handshake questions from the connection's
+        # session and verify result, which a failure leaves alone; only a
+        # renegotiation changes them.
+        if self._callbacks_in_reads:
+            return super().handshake_now()
+        return {}
 
     def is_tls13(self) -> bool:
         return bool(_lib.SSL_version(self._ssl) == _TLS1_3_VERSION)
