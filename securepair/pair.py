@@ -184,6 +184,14 @@ ALLOWED: dict[PairState, frozenset[str]] = {
 }
 
 
+#: What SecurePair._refresh sets for each state: feed allowed, write
+#: allowed, the fast feed path once the input is known to be TLS, ended.
+_FLAGS = {
+    state: ("feed" in allowed, "write" in allowed, state in _FAST_FEED, state in _ENDED)
+    for state, allowed in ALLOWED.items()
+}
+
+
 class _DataMarker(Event):
     """Queued in place of a CleartextAvailable event; the event is made when
     the application asks for it, so a stream the application reads without
@@ -283,10 +291,6 @@ def _make_connection(
     server_hostname: str | None,
     session: Any,
 ) -> TLSConnection:
-    if isinstance(config, ssl.SSLContext):
-        return StdlibConnection(
-            config, server_side=server_side, server_hostname=server_hostname, session=session
-        )
     if isinstance(config, TLSConfig):
         if config.resolved_backend() == "stdlib":
             return StdlibConnection(
@@ -296,6 +300,10 @@ def _make_connection(
                 session=session,
                 plain=True,
             )
+    elif isinstance(config, ssl.SSLContext):
+        return StdlibConnection(
+            config, server_side=server_side, server_hostname=server_hostname, session=session
+        )
     elif type(config).__module__ != "OpenSSL.SSL":
         raise ConfigError(
             "config",
@@ -552,13 +560,12 @@ class SecurePair:
 
     def _refresh(self) -> None:
         """Recompute the fast-path flags after a state change."""
-        state = self.state
-        allowed = ALLOWED[state]
-        self._can_feed = "feed" in allowed
-        self._can_write = "write" in allowed
-        self._fast_write = self._can_write and self._handshake_done
-        self._fast_feed = state in _FAST_FEED and self._tls_seen
-        if state in _ENDED and self._side_attributes is not None:
+        can_feed, can_write, fast_feed, ended = _FLAGS[self.state]
+        self._can_feed = can_feed
+        self._can_write = can_write
+        self._fast_write = can_write and self._handshake_done
+        self._fast_feed = fast_feed and self._tls_seen
+        if ended and self._side_attributes is not None:
             # Once the connection has ended the pair forgets what was set on
             # its sides (a side still held keeps its own): an attribute that
             # refers back to the pair, a handler say, makes no cycle then.
@@ -673,8 +680,17 @@ class SecurePair:
                         self._record_left = pos - size
                     else:
                         self._track_records(data)
-                if self._handshake_done or self._step_handshake():
+                if self._handshake_done:
                     self._pump_in()
+                else:
+                    # _step_handshake, without its frame.
+                    try:
+                        done = self._conn.do_handshake()
+                    except TLSError as exc:
+                        raise self._fail(exc) from None
+                    if done:
+                        self._on_handshake_complete()
+                        self._pump_in()
                 if self._alerts:
                     self._drain_alerts()
                 return size
