@@ -500,8 +500,9 @@ class SecurePair:
         self._can_write = True
         # Writes go straight to TLS: the handshake is done and writing allowed.
         self._fast_write = False
-        # True while fed bytes go straight to TLS record processing.
-        self._fast_feed = False
+        # True while fed bytes go straight to TLS record processing (once
+        # the first are known to be TLS, see _feed).
+        self._fast_feed = True
         if not server_side:
             self._step_handshake()
         if initial_data:
@@ -564,7 +565,7 @@ class SecurePair:
         self._can_feed = can_feed
         self._can_write = can_write
         self._fast_write = can_write and self._handshake_done
-        self._fast_feed = fast_feed and self._tls_seen
+        self._fast_feed = fast_feed
         if ended and self._side_attributes is not None:
             # Once the connection has ended the pair forgets what was set on
             # its sides (a side still held keeps its own): an attribute that
@@ -662,7 +663,9 @@ class SecurePair:
         size = len(data)
         if self._fast_feed:
             incoming = self._in
-            if incoming.pending + size <= self._limit:
+            if incoming.pending + size <= self._limit and (
+                self._tls_seen or self._starts_tls(data)
+            ):
                 incoming.write(data)
                 self._bytes_received += size
                 pos = self._record_left
@@ -690,7 +693,8 @@ class SecurePair:
                         raise self._fail(exc) from None
                     if done:
                         self._on_handshake_complete()
-                        self._pump_in()
+                        if incoming.pending:
+                            self._pump_in()
                 if self._alerts:
                     self._drain_alerts()
                 return size
@@ -714,15 +718,9 @@ class SecurePair:
         incoming = self._in
         limit = self._limit
         if not self._tls_seen:
-            if size >= 2 and not self._first_bytes and 20 <= data[0] <= 24 and data[1] == 3:
-                self._tls_seen = True  # a TLS record header: the usual start
-            else:
-                self._check_first_bytes(data)
-            if self._tls_seen:
-                # TLS: from now on (and for these bytes) the fast path.
-                self._refresh()
-                if self._fast_feed:
-                    return self._feed(data)
+            # Bytes in pieces, or not TLS at all (the fast path takes a
+            # whole record header).
+            self._check_first_bytes(data)
         taken = 0
         if size > limit - incoming.pending and type(data) is bytes:
             # It goes in slices: of bytes a slice is a copy, of a view not.
@@ -750,6 +748,14 @@ class SecurePair:
                 limit=limit,
             )
         return taken
+
+    def _starts_tls(self, data: bytes | memoryview) -> bool:
+        """True (and TLS seen) if ``data``, the first bytes the pair gets,
+        start with a TLS record header: the usual start.  Bytes in pieces,
+        or not TLS, go the slow way, past the sniffer."""
+        if len(data) >= 2 and 20 <= data[0] <= 24 and data[1] == 3 and not self._first_bytes:
+            self._tls_seen = True
+        return self._tls_seen
 
     def _track_records(self, data: bytes | memoryview) -> None:
         """Follow the record headers in ``data``, TLS input just fed."""
