@@ -34,8 +34,9 @@ from ..verify_codes import VERIFICATION_DISABLED, VERIFY_ALERTS, node_code
 from .base import CLOSED, EOF, WANT_READ, TLSConnection
 
 _WantRead = ssl.SSLWantReadError
-_NOT_READ = object()
 _ZeroReturn = ssl.SSLZeroReturnError
+#: StdlibConnection._handshake_der before handshake_now() has read it.
+_NOT_READ = object()
 
 
 #: ``context.verify_mode`` as a plain int, read from the C context: the
@@ -85,8 +86,8 @@ class StdlibConnection(TLSConnection):
         self._server_side = server_side
         if plain and _wrap_bio is not None:
             # What SSLContext.wrap_bio and SSLObject._create do, without
-            # their two Python frames and the idna codec (half of a
-            # connection's set-up in Python).
+            # their two Python frames and the idna codec: 1% of a handshake
+            # pair, measured.
             obj: Any = _new_sslobject(ssl.SSLObject)
             self._obj: ssl.SSLObject = obj
             obj._sslobj = _wrap_bio(
