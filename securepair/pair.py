@@ -909,7 +909,10 @@ class SecurePair:
             if free < room:  # noqa: PLR1730 -- min() is a call, this loop is hot
                 room = free
             try:
-                count = read_into(room, self._view[end : end + room])
+                # At the start of the buffer (the usual case: the
+                # application read all) the read needs no view of its own;
+                # ``room`` bounds it.
+                count = read_into(room, self._view[end : end + room] if end else self._view)
             except TLSError as exc:
                 raise self._fail(exc) from None
             except conn.raw_read_errors as exc:
