@@ -847,7 +847,9 @@ class SecurePair:
     def _on_handshake_complete(self) -> None:
         self._handshake_done = True
         self._tls_seen = True
-        self._refresh()
+        # The state is OPEN now (a close() asked for during the handshake
+        # comes below): what _refresh would set, without its frame.
+        self._can_feed = self._can_write = self._fast_write = self._fast_feed = True
         conn = self._conn
         known = conn.handshake_now()
         version = known.get("version")
