@@ -61,44 +61,38 @@ class HandshakeComplete(Event):
 
     @classmethod
     def _deferred(
-        cls,
-        loader: Callable[
-            [], tuple[str, str, str | None, str | None, bool, str | None, bytes | None, bool]
-        ],
-        known: dict[str, Any],
+        cls, known: dict[str, Any], loader: Callable[[], dict[str, Any]] | None
     ) -> HandshakeComplete:
-        """The event with the fields in ``known`` (a backend's
-        ``handshake_now()``, which it takes over) and, for the rest, what
-        ``loader`` (its ``handshake_details``) gives when one is first read.
-        Internal.  Reading them all as the handshake completed cost 4% of a
-        pyOpenSSL handshake pair (some twenty cffi calls a side), whether
-        anyone looked or not.  Until they are read the event keeps the
-        connection's TLS state alive."""
+        """The event with the fields in ``known`` (which it takes over) and
+        the rest from ``loader`` when one of them is first read: a backend's
+        ``handshake_now()``.  Internal.  ``loader`` must not touch the live
+        connection: an event may be read on any thread, at any time."""
         event = object.__new__(cls)
-        if len(known) < len(HANDSHAKE_FIELDS):
+        if loader is not None:
             known["_loader"] = loader
         object.__setattr__(event, "__dict__", known)
         return event
 
     def __getattr__(self, name: str) -> Any:
         # Reached only for what the instance dictionary lacks: the fields
-        # of a deferred event before the first is read.
+        # a backend left to its loader, before the first of them is read.
         fields = self.__dict__
-        loader = fields.get("_loader")
-        if loader is None or name not in HANDSHAKE_FIELDS:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        # What was known stays: the backend may no longer know it.  Filled
-        # before the loader goes, so that another thread reading at the same
-        # time finds one or the other.
-        for key, value in zip(HANDSHAKE_FIELDS, loader(), strict=True):
-            fields.setdefault(key, value)
-        fields.pop("_loader", None)
-        return fields[name]
+        if name in HANDSHAKE_FIELDS:
+            loader = fields.get("_loader")
+            if loader is not None:
+                # Filled before the loader goes; another thread reading
+                # meanwhile may run it too, to the same effect.
+                for key, value in loader().items():
+                    fields.setdefault(key, value)
+                fields.pop("_loader", None)
+            if name in fields:
+                return fields[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __getstate__(self) -> dict[str, Any]:
-        # Copies and pickles carry the fields, not the connection.
+        # Copies and pickles carry the fields, not the loader.
         if "_loader" in self.__dict__:
-            self.__getattr__("version")
+            self.__getattr__("peer_certificate_der")
         return self.__dict__
 
     @functools.cached_property

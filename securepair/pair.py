@@ -851,10 +851,9 @@ class SecurePair:
         # comes below): what _refresh would set, without its frame.
         self._can_feed = self._can_write = self._fast_write = self._fast_feed = True
         conn = self._conn
-        known = conn.handshake_now()
-        version = known.get("version")
-        tls13 = conn.is_tls13() if version is None else version == "TLSv1.3"
-        event = HandshakeComplete._deferred(conn.handshake_details, known)
+        known, loader = conn.handshake_now()
+        tls13 = known["version"] == "TLSv1.3"
+        event = HandshakeComplete._deferred(known, loader)
         self._handshake_event = event
         if self._alerts:
             self._drain_alerts()

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import pickle
 import re
+import sys
+import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -704,6 +708,56 @@ def test_handshake_event_is_an_ordinary_frozen_event(make_pair_link: Any) -> Non
         assert HandshakeComplete(**fields) == event
         with pytest.raises(dataclasses.FrozenInstanceError):
             event.version = "SSLv3"  # type: ignore[misc]
+
+
+def test_handshake_event_needs_no_connection(make_pair_link: Any, certs: Certs) -> None:
+    """An event read after its pair is gone still has every field (on
+    pyOpenSSL the certificate is encoded then), and keeps no connection
+    alive meanwhile."""
+    client, _server, link = make_pair_link()
+    link.handshake()
+    (event,) = of_type(drain(client), HandshakeComplete)
+    connection = weakref.ref(client._conn)
+    del client, _server, link
+    gc.collect()
+    assert connection() is None
+    assert event.peer_certificate_der == certs.ecdsa.leaf_der
+    assert event.version in ("TLSv1.2", "TLSv1.3")
+    assert event.authorized is True
+
+
+def test_handshake_event_read_from_many_threads(make_pair_link: Any, certs: Certs) -> None:
+    """Threads reading one new event all see its fields (no AttributeError
+    while another thread fills them)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(20):
+            client, _server, link = make_pair_link()
+            link.handshake()
+            (event,) = of_type(drain(client), HandshakeComplete)
+            seen: list[object] = []
+            start = threading.Barrier(8)
+
+            def read(
+                event: HandshakeComplete = event,
+                seen: list[object] = seen,
+                start: threading.Barrier = start,
+            ) -> None:
+                start.wait()
+                try:
+                    seen.append(event.peer_certificate_der)
+                except AttributeError as exc:
+                    seen.append(exc)
+
+            threads = [threading.Thread(target=read) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert seen == [certs.ecdsa.leaf_der] * 8
+    finally:
+        sys.setswitchinterval(old)
 
 
 # --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ return values and this package's typed errors, so the engine above never sees
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import TLSError, UnsupportedFeatureError
@@ -147,17 +148,13 @@ class TLSConnection(abc.ABC):
             self.session_reused(),
         )
 
-    def handshake_now(self) -> dict[str, Any]:
-        """The :class:`~securepair.events.HandshakeComplete` fields (by name)
-        that must be read as the handshake completes: those the backend may
-        not answer alike later (after a failure, a renegotiation).  The
-        engine reads the others from :meth:`handshake_details` when the
-        application first asks.  By default, all of them."""
-        return dict(zip(HANDSHAKE_FIELDS, self.handshake_details(), strict=True))
-
-    def is_tls13(self) -> bool:
-        """True if the handshake negotiated TLS 1.3."""
-        return self.version() == "TLSv1.3"
+    def handshake_now(self) -> tuple[dict[str, Any], Callable[[], dict[str, Any]] | None]:
+        """What a :class:`~securepair.events.HandshakeComplete` reports, read
+        as the handshake completes: the fields by name, and a function that
+        gives any left out when first asked for (or None).  The function
+        must not touch the live connection, which another thread may be
+        using by then.  By default every field, at once."""
+        return dict(zip(HANDSHAKE_FIELDS, self.handshake_details(), strict=True)), None
 
     @abc.abstractmethod
     def session(self) -> Any:

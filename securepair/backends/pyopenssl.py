@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from OpenSSL import SSL
@@ -40,6 +41,7 @@ from ..errors import (
     TLSAlertReceivedError,
     TLSError,
 )
+from ..events import HANDSHAKE_FIELDS
 from ..verify_codes import VERIFICATION_DISABLED, VERIFY_ALERTS, node_code
 from .base import CLOSED, EOF, WANT_READ, TLSConnection
 
@@ -48,7 +50,6 @@ _ZeroReturn = SSL.ZeroReturnError
 _SysCallError = SSL.SysCallError
 _Error = SSL.Error
 _SSL_ERROR_WANT_READ = _lib.SSL_ERROR_WANT_READ
-_TLS1_3_VERSION = SSL.TLS1_3_VERSION
 
 _SSL_CB_ALERT = _lib.SSL_CB_ALERT
 _SSL_CB_READ = _lib.SSL_CB_READ
@@ -147,6 +148,7 @@ class PyOpenSSLConnection(TLSConnection):
         reject_unauthorized: bool = True,
         verify_hostname: bool = True,
         watch_alerts: bool = False,
+        alpn_offered: bool = True,
     ) -> None:
         self._failed = False
         #: True while writes wait for a renegotiation to progress.
@@ -159,6 +161,9 @@ class PyOpenSSLConnection(TLSConnection):
         # ask pyOpenSSL for what they left behind.
         self._ssl = conn._ssl
         self._callbacks_in_reads = not _lib.SSL_get_options(self._ssl) & SSL.OP_NO_RENEGOTIATION
+        #: The context, if it has none of pyOpenSSL's callback helpers (see
+        #: _no_callback_helpers); None otherwise.
+        self._helper_free: SSL.Context | None = context if self._no_callback_helpers() else None
         self._server_side = server_side
         self.is_server = server_side
         self._hostname = server_hostname
@@ -169,6 +174,8 @@ class PyOpenSSLConnection(TLSConnection):
         self.alerts: list[tuple[str, bool, bool]] = []
         #: True if the context reports alerts through our info callback.
         self.reports_alerts = watch_alerts
+        #: False if no ALPN was configured, so none can have been agreed.
+        self.alpn_offered = alpn_offered
         self.ocsp_response = None
         #: An exception raised by an application callback during the
         #: handshake, re-raised as the cause of the failure.
@@ -224,11 +231,13 @@ class PyOpenSSLConnection(TLSConnection):
     def do_handshake(self) -> bool:
         ssl = self._ssl
         result = _lib.SSL_do_handshake(ssl)
+        # The context is the one found free of helpers (a context cannot
+        # change once used), unless SNI switched it: then ask again.
         if result == 1:
-            if self._no_callback_helpers():
+            if self._conn._context is self._helper_free or self._no_callback_helpers():
                 return True
-        elif (
-            _lib.SSL_get_error(ssl, result) == _SSL_ERROR_WANT_READ and self._no_callback_helpers()
+        elif _lib.SSL_get_error(ssl, result) == _SSL_ERROR_WANT_READ and (
+            self._conn._context is self._helper_free or self._no_callback_helpers()
         ):
             return False
         try:
@@ -462,7 +471,10 @@ class PyOpenSSLConnection(TLSConnection):
         return ders
 
     def verification(self, has_certificate: bool | None = None) -> tuple[bool, str | None]:
-        mode = _lib.SSL_CTX_get_verify_mode(self._conn._context._context)
+        # The connection's own mode: a context switched to by SNI verifies
+        # alike (TLSConfig refuses routes that do not), and OpenSSL keeps
+        # the mode the connection started with anyway.
+        mode = _lib.SSL_get_verify_mode(self._ssl)
         if not mode & SSL.VERIFY_PEER:
             return False, None if self._server_side else VERIFICATION_DISABLED
         if self.verify_error is not None:
@@ -479,39 +491,48 @@ class PyOpenSSLConnection(TLSConnection):
     def handshake_details(
         self,
     ) -> tuple[str, str, str | None, str | None, bool, str | None, bytes | None, bool]:
-        # OpenSSL asked directly: pyOpenSSL's getters (and its X509 object
-        # and BIO helpers for the certificate) were a Python frame or three
-        # each, twice a handshake.
+        known, _loader = self._handshake_fields(_peer_certificate_der(self._ssl))
+        return tuple(known[field] for field in HANDSHAKE_FIELDS)
+
+    def handshake_now(self) -> tuple[dict[str, Any], Callable[[], dict[str, Any]] | None]:
+        # Everything but the certificate's DER, which is most of the cost
+        # (a BIO and an encoding, eight cffi calls): the event encodes it
+        # from a reference of its own to OpenSSL's X509 when asked.
+        x509 = _lib.SSL_get_peer_certificate(self._ssl)  # a new reference
+        if x509 == _ffi.NULL:
+            return self._handshake_fields(None)
+        return self._handshake_fields(_ffi.gc(x509, _lib.X509_free))
+
+    def _handshake_fields(
+        self, cert: bytes | Any | None
+    ) -> tuple[dict[str, Any], Callable[[], dict[str, Any]] | None]:
+        """The fields, with ``cert`` the peer's DER, None, or an owned X509
+        to encode later (then the loader that does)."""
+        # OpenSSL asked directly: pyOpenSSL's getters were a Python frame
+        # or three each, twice a handshake.
         ssl = self._ssl
-        der = _peer_certificate_der(ssl)
-        authorized, error = self.verification(der is not None)
-        cipher = _lib.SSL_get_current_cipher(ssl)
+        authorized, error = self.verification(cert is not None)
         if self._server_side:
             raw_name = _lib.SSL_get_servername(ssl, _lib.TLSEXT_NAMETYPE_host_name)
             name = _ffi.string(raw_name).decode("ascii", "replace") if raw_name else None
         else:
             name = self._hostname
-        return (
-            _ffi.string(_lib.SSL_get_version(ssl)).decode("ascii"),
-            _ffi.string(_lib.SSL_CIPHER_get_name(cipher)).decode("ascii") if cipher else "",
-            self.alpn_protocol(),
-            name,
-            authorized,
-            error,
-            der,
-            bool(_lib.SSL_session_reused(ssl)),
-        )
-
-    def handshake_now(self) -> dict[str, Any]:
-        # OpenSSL answers the handshake questions from the connection's
-        # session and verify result, which a failure leaves alone; only a
-        # renegotiation changes them.
-        if self._callbacks_in_reads:
-            return super().handshake_now()
-        return {}
-
-    def is_tls13(self) -> bool:
-        return bool(_lib.SSL_version(self._ssl) == _TLS1_3_VERSION)
+        version = _VERSION_NAMES.get(_lib.SSL_version(ssl))
+        known: dict[str, Any] = {
+            "version": version or _ffi.string(_lib.SSL_get_version(ssl)).decode("ascii"),
+            "cipher": _cipher_name(_lib.SSL_get_current_cipher(ssl)),
+            # Each cffi call takes the GIL back afterwards: none where the
+            # answer is known (a client that offered no ALPN).
+            "alpn_protocol": self.alpn_protocol() if self.alpn_offered else None,
+            "server_name": name,
+            "authorized": authorized,
+            "authorization_error": error,
+            "session_reused": bool(_lib.SSL_session_reused(ssl)),
+        }
+        if cert is None or isinstance(cert, bytes):
+            known["peer_certificate_der"] = cert
+            return known, None
+        return known, functools.partial(_der_field, cert)
 
     def session(self) -> Any:
         return self._conn.get_session()
@@ -542,6 +563,20 @@ def _host_name_bytes(name: str) -> bytes | None:
     return None
 
 
+#: TLS protocol numbers OpenSSL's SSL_version() gives, by their names.
+_VERSION_NAMES = {0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
+
+
+@functools.lru_cache(maxsize=64)
+def _cipher_name(cipher: Any) -> str:
+    """The name of an SSL_CIPHER (OpenSSL's ciphers are static tables, so
+    the pointer names one for good)."""
+    if cipher == _ffi.NULL:
+        return ""
+    name: bytes = _ffi.string(_lib.SSL_CIPHER_get_name(cipher))
+    return name.decode("ascii")
+
+
 def _peer_certificate_der(ssl: Any) -> bytes | None:
     """The peer's leaf certificate in DER, straight from OpenSSL's X509: a
     detour through cryptography's object parses the certificate, three
@@ -549,6 +584,19 @@ def _peer_certificate_der(ssl: Any) -> bytes | None:
     x509 = _lib.SSL_get_peer_certificate(ssl)  # a new reference
     if x509 == _ffi.NULL:
         return None
+    try:
+        return _x509_der(x509)
+    finally:
+        _lib.X509_free(x509)
+
+
+def _der_field(x509: Any) -> dict[str, Any]:
+    """HandshakeComplete's loader: the DER of an X509 the event owns (no
+    connection involved, so any thread may ask)."""
+    return {"peer_certificate_der": _x509_der(x509)}
+
+
+def _x509_der(x509: Any) -> bytes:
     bio = _lib.BIO_new(_lib.BIO_s_mem())
     try:
         if bio == _ffi.NULL or not _lib.i2d_X509_bio(bio, x509):
@@ -560,7 +608,6 @@ def _peer_certificate_der(ssl: Any) -> bytes | None:
     finally:
         if bio != _ffi.NULL:
             _lib.BIO_free(bio)
-        _lib.X509_free(x509)
 
 
 def _encode_host(name: str) -> bytes:

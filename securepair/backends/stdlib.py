@@ -35,8 +35,6 @@ from .base import CLOSED, EOF, WANT_READ, TLSConnection
 
 _WantRead = ssl.SSLWantReadError
 _ZeroReturn = ssl.SSLZeroReturnError
-#: StdlibConnection._handshake_der before handshake_now() has read it.
-_NOT_READ = object()
 
 
 #: ``context.verify_mode`` as a plain int, read from the C context: the
@@ -132,9 +130,6 @@ class StdlibConnection(TLSConnection):
         self._held = b""
         self.alerts: list[tuple[str, bool, bool]] = []
         self.is_server = server_side
-        # The peer's certificate as handshake_now() read it, for
-        # handshake_details() to answer with after a failure.
-        self._handshake_der: Any = _NOT_READ
 
     # -- TLS operations ---------------------------------------------------
 
@@ -326,9 +321,7 @@ class StdlibConnection(TLSConnection):
         self,
     ) -> tuple[str, str, str | None, str | None, bool, str | None, bytes | None, bool]:
         raw = self._raw
-        der = self._handshake_der
-        if der is _NOT_READ:
-            der = raw.getpeercert(True)
+        der = raw.getpeercert(True)
         if _verify_mode(raw.context) == ssl.CERT_NONE:
             authorized, error = False, None if self._server_side else VERIFICATION_DISABLED
         elif der is not None:
@@ -348,14 +341,6 @@ class StdlibConnection(TLSConnection):
             der,
             raw.session_reused,
         )
-
-    def handshake_now(self) -> dict[str, Any]:
-        # After a failure the ssl module gives None for the version and
-        # raises for the peer certificate ("handshake not done yet"); the
-        # rest it still answers.
-        raw = self._raw
-        self._handshake_der = der = raw.getpeercert(True)
-        return {"version": raw.version() or "", "peer_certificate_der": der}
 
     def session(self) -> Any:
         return self._obj.session
