@@ -718,8 +718,8 @@ class SecurePair:
         incoming = self._in
         limit = self._limit
         if not self._tls_seen:
-            # Bytes in pieces, or not TLS at all (the fast path takes a
-            # whole record header).
+            # Bytes in pieces, not TLS at all, or more than the input
+            # buffer takes at once (the fast path takes the rest).
             self._check_first_bytes(data)
         taken = 0
         if size > limit - incoming.pending and type(data) is bytes:
@@ -751,8 +751,9 @@ class SecurePair:
 
     def _starts_tls(self, data: bytes | memoryview) -> bool:
         """True (and TLS seen) if ``data``, the first bytes the pair gets,
-        start with a TLS record header: the usual start.  Bytes in pieces,
-        or not TLS, go the slow way, past the sniffer."""
+        start as a TLS record does (content type 20-24, major version 3):
+        the usual start.  A single byte, or anything else, goes the slow
+        way, past the sniffer."""
         if len(data) >= 2 and 20 <= data[0] <= 24 and data[1] == 3 and not self._first_bytes:
             self._tls_seen = True
         return self._tls_seen

@@ -85,6 +85,9 @@ def _info_callback(*, in_c: bool = True) -> tuple[Any, str]:
     the filter, nothing measurable.  Otherwise a cffi callback of
     :func:`_on_info`.
     """
+    # SECUREPAIR_FRAMER chooses the record framer only: the filter, from
+    # the same C module, is used whenever that is built (the Python
+    # callback does the same work, slower).
     if in_c:
         try:
             from .records._cframer import ffi as cffi

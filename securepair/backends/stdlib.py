@@ -76,13 +76,13 @@ class StdlibConnection(TLSConnection):
         session: Any = None,
         plain: bool = False,
     ) -> None:
-        # plain: the context is a plain ssl.SSLContext that TLSConfig made
-        # (no subclass, the stock sslobject_class), so its wrap_bio can be
-        # done here, more cheaply.
+        # plain: TLSConfig made the context (the stock sslobject_class), so
+        # its wrap_bio can be done here, more cheaply, unless it is of a
+        # subclass after all.
         self._in = self.incoming = ssl.MemoryBIO()
         self._out = self.outgoing = ssl.MemoryBIO()
         self._server_side = server_side
-        if plain and _wrap_bio is not None:
+        if plain and _wrap_bio is not None and type(context) is ssl.SSLContext:
             # What SSLContext.wrap_bio and SSLObject._create do, without
             # their two Python frames and the idna codec: 1% of a handshake
             # pair, measured.
