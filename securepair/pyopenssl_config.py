@@ -350,8 +350,7 @@ def make_connection(
         reject_unauthorized=config.reject_unauthorized or not verify,
         verify_hostname=verify and config.check_hostname,
         watch_alerts=True,
-        # A server may route to a config with ALPN (SNI), so it always asks.
-        alpn_offered=server_side or bool(config.alpn_protocols),
+        alpn_offered=bool(config.alpn_protocols),
     )
     if not server_side and config.request_ocsp:
         connection._conn.request_ocsp()

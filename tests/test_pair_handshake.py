@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from securepair import PairState, SecurePair
+from securepair import PairState, SecurePair, TLSConfig
 from securepair.errors import (
     CertificateVerificationError,
     ConfigError,
@@ -38,7 +38,7 @@ from securepair.events import (
     SessionTicket,
 )
 from securepair.records import parse_client_hello
-from securepair.testing.link import Chunking, byte_by_byte, fixed_cuts
+from securepair.testing.link import Chunking, Link, byte_by_byte, fixed_cuts
 
 from .fixtures_engine import (
     DEFAULT_HOSTNAME,
@@ -444,6 +444,27 @@ def test_add_context_after_the_server_has_served(
     link.handshake()
     assert client.authorized is True
     assert client.peer_certificate_der() == certs.other_domain.leaf_der
+
+
+@pytest.mark.parametrize("backend", ["stdlib", "pyopenssl"])
+def test_alpn_chosen_by_a_routed_config(certs: Certs, backend: str) -> None:
+    """The config SNI routes to selects ALPN, also where the server's own
+    config offers none; both sides report what was agreed."""
+    server_config = TLSConfig(**certs.ecdsa.options(), backend=backend)
+    server_config.add_context(
+        "api.example.net",
+        TLSConfig(**certs.other_domain.options(), backend=backend, alpn_protocols=["h2"]),
+    )
+    client = SecurePair(
+        TLSConfig(ca=certs.ca_pem, backend=backend, alpn_protocols=["h2", "http/1.1"]),
+        server_side=False,
+        server_hostname="api.example.net",
+    )
+    server = SecurePair(server_config, server_side=True)
+    Link(client, server).handshake()
+    assert client.authorized is True
+    assert server.alpn_protocol == client.alpn_protocol == "h2"
+    assert of_type(drain(server), HandshakeComplete)[0].alpn_protocol == "h2"
 
 
 def test_a_route_cannot_change_client_verification(make_config: Any, certs: Certs) -> None:

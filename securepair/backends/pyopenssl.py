@@ -503,6 +503,15 @@ class PyOpenSSLConnection(TLSConnection):
             return self._handshake_fields(None)
         return self._handshake_fields(_ffi.gc(x509, _lib.X509_free))
 
+    def _alpn_possible(self) -> bool:
+        """False where no ALPN can have been agreed, so that OpenSSL need
+        not be asked (each cffi call takes the GIL back afterwards): a
+        client that offered none, a server whose context (the one SNI
+        chose, which does the selecting) has no ALPN callback."""
+        if self._server_side:
+            return self._conn._context._alpn_select_helper is not None
+        return self.alpn_offered
+
     def _handshake_fields(
         self, cert: bytes | Any | None
     ) -> tuple[dict[str, Any], Callable[[], dict[str, Any]] | None]:
@@ -521,9 +530,7 @@ class PyOpenSSLConnection(TLSConnection):
         known: dict[str, Any] = {
             "version": version or _ffi.string(_lib.SSL_get_version(ssl)).decode("ascii"),
             "cipher": _cipher_name(_lib.SSL_get_current_cipher(ssl)),
-            # Each cffi call takes the GIL back afterwards: none where the
-            # answer is known (a client that offered no ALPN).
-            "alpn_protocol": self.alpn_protocol() if self.alpn_offered else None,
+            "alpn_protocol": self.alpn_protocol() if self._alpn_possible() else None,
             "server_name": name,
             "authorized": authorized,
             "authorization_error": error,
