@@ -174,7 +174,8 @@ class PyOpenSSLConnection(TLSConnection):
         self.alerts: list[tuple[str, bool, bool]] = []
         #: True if the context reports alerts through our info callback.
         self.reports_alerts = watch_alerts
-        #: False if no ALPN was configured, so none can have been agreed.
+        #: False for a client that offered no ALPN (then none can have been
+        #: agreed); servers ask their context (see _alpn_possible).
         self.alpn_offered = alpn_offered
         self.ocsp_response = None
         #: An exception raised by an application callback during the
