@@ -41,7 +41,6 @@ from ..errors import (
     TLSAlertReceivedError,
     TLSError,
 )
-from ..events import HANDSHAKE_FIELDS
 from ..verify_codes import VERIFICATION_DISABLED, VERIFY_ALERTS, node_code
 from .base import CLOSED, EOF, WANT_READ, TLSConnection
 
@@ -489,39 +488,15 @@ class PyOpenSSLConnection(TLSConnection):
             return False, node_code(result)
         return True, None
 
-    def handshake_details(
-        self,
-    ) -> tuple[str, str, str | None, str | None, bool, str | None, bytes | None, bool]:
-        known, _loader = self._handshake_fields(_peer_certificate_der(self._ssl))
-        return tuple(known[field] for field in HANDSHAKE_FIELDS)
-
     def handshake_now(self) -> tuple[dict[str, Any], Callable[[], dict[str, Any]] | None]:
-        # Everything but the certificate's DER, which is most of the cost
-        # (a BIO and an encoding, eight cffi calls): the event encodes it
-        # from a reference of its own to OpenSSL's X509 when asked.
-        x509 = _lib.SSL_get_peer_certificate(self._ssl)  # a new reference
-        if x509 == _ffi.NULL:
-            return self._handshake_fields(None)
-        return self._handshake_fields(_ffi.gc(x509, _lib.X509_free))
-
-    def _alpn_possible(self) -> bool:
-        """False where no ALPN can have been agreed, so that OpenSSL need
-        not be asked (each cffi call takes the GIL back afterwards): a
-        client that offered none, a server whose context (the one SNI
-        chose, which does the selecting) has no ALPN callback."""
-        if self._server_side:
-            return self._conn._context._alpn_select_helper is not None
-        return self.alpn_offered
-
-    def _handshake_fields(
-        self, cert: bytes | Any | None
-    ) -> tuple[dict[str, Any], Callable[[], dict[str, Any]] | None]:
-        """The fields, with ``cert`` the peer's DER, None, or an owned X509
-        to encode later (then the loader that does)."""
-        # OpenSSL asked directly: pyOpenSSL's getters were a Python frame
-        # or three each, twice a handshake.
+        # OpenSSL asked directly: pyOpenSSL's getters were a Python frame or
+        # three each, twice a handshake.  Everything but the certificate's
+        # DER, which is most of the cost (a BIO and an encoding, eight cffi
+        # calls): the event encodes it, when asked, from a reference of its
+        # own to OpenSSL's X509.
         ssl = self._ssl
-        authorized, error = self.verification(cert is not None)
+        x509 = _lib.SSL_get_peer_certificate(ssl)  # a new reference
+        authorized, error = self.verification(x509 != _ffi.NULL)
         if self._server_side:
             raw_name = _lib.SSL_get_servername(ssl, _lib.TLSEXT_NAMETYPE_host_name)
             name = _ffi.string(raw_name).decode("ascii", "replace") if raw_name else None
@@ -537,10 +512,19 @@ class PyOpenSSLConnection(TLSConnection):
             "authorization_error": error,
             "session_reused": bool(_lib.SSL_session_reused(ssl)),
         }
-        if cert is None or isinstance(cert, bytes):
-            known["peer_certificate_der"] = cert
+        if x509 == _ffi.NULL:
+            known["peer_certificate_der"] = None
             return known, None
-        return known, functools.partial(_der_field, cert)
+        return known, functools.partial(_der_field, _ffi.gc(x509, _lib.X509_free))
+
+    def _alpn_possible(self) -> bool:
+        """False where no ALPN can have been agreed, so that OpenSSL need
+        not be asked (each cffi call takes the GIL back afterwards): a
+        client that offered none, a server whose context (the one SNI
+        chose, which does the selecting) has no ALPN callback."""
+        if self._server_side:
+            return self._conn._context._alpn_select_helper is not None
+        return self.alpn_offered
 
     def session(self) -> Any:
         return self._conn.get_session()
